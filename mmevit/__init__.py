@@ -1,0 +1,18 @@
+"""mmevit: efficient vision transformers (SkipAt, LIT, Evo-ViT) and denoisers for OpenMMLab 2.x.
+
+``import mmevit`` applies the torch 2.14 / numpy 2 compatibility shims (``mmevit.compat``), registers our
+models into mmevit's registry and into each installed toolbox (mmseg, mmdet, mmpretrain), and exposes
+``from_official`` for parity with the official implementations.
+"""
+from . import compat
+from .version import __version__
+
+compat.apply()
+
+from . import models  # noqa: E402,F401  (registers the classes)
+from .official import from_official  # noqa: E402
+from .registry import MODELS, register_into_toolboxes  # noqa: E402
+
+REGISTERED_INTO = register_into_toolboxes()
+
+__all__ = ['__version__', 'from_official', 'MODELS', 'REGISTERED_INTO']

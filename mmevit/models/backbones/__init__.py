@@ -1,0 +1,3 @@
+from .skipat_vit import SkipAtViT
+
+__all__ = ['SkipAtViT']

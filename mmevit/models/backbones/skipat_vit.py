@@ -1,0 +1,474 @@
+"""SkipAt-ViT: a ViT whose middle blocks skip self-attention.
+
+Paper: Venkataramanan et al., "Skip-Attention: Improving Vision Transformers by Paying Less Attention",
+ICLR 2024 (arXiv 2301.02240). Official code: github.com/Qualcomm-AI-research/skip-attention
+(``model/vit_skipat.py``, on timm 0.5.4 ``VisionTransformer``).
+
+A skipped block does not run ``norm1``/attention: its attention branch is ``cat(cls_msa, Z_i)`` where
+``Z_i = Phi_i(Z_{i-1})`` is a chain of parametric functions started from the patch rows of the MSA output of
+the last block that did compute attention, and ``cls_msa`` is that block's CLS row, reused unchanged. The plain
+ViT is the same class with ``skip_indices=()``, so baselines and SkipAt share every line but the skip.
+
+Differs from the official code:
+- Skipped blocks have no ``norm1``/``attn`` (the official model keeps them unused: they get no gradient and
+  break DDP without ``find_unused_parameters``); the converter drops them from official checkpoints.
+- One Phi per skipped block, stored in that block (``blocks.<i>.phi``); the official model always builds six
+  (``param_1..6``) and fails beyond six skipped blocks. ``phi_chain='continue'`` (default) reproduces the
+  official chaining for any ``skip_indices``; ``'restart'`` restarts the chain after every computed block.
+- Attention via SDPA; dense-prediction outputs (``out_indices``, NCHW maps), position embeddings resized to
+  any input size (non-square too, sides not divisible by the patch size are corner-padded), Phi on
+  non-square grids.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.logging import MMLogger, print_log
+from mmengine.model import BaseModule
+from torch import nn
+
+from ...registry import MODELS
+from ..checkpoint import StateDict, load_report, read_checkpoint, strip_prefixes, unwrap_state_dict
+from ..layers import (Mlp, MultiheadSelfAttention, PatchEmbed, SkipAtPhi, drop_path, drop_path_rates,
+                      resample_abs_pos_embed)
+
+# The paper's skipped blocks: 4-9 in 1-based counting.
+DEFAULT_SKIP_INDICES = (3, 4, 5, 6, 7, 8)
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm ViT block that also returns its MSA output (after ``proj``, before the residual)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool = True, drop: float = 0.,
+                 attn_drop: float = 0., drop_path_rate: float = 0., norm_eps: float = 1e-6,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.attn = MultiheadSelfAttention(dim, num_heads, qkv_bias, attn_drop, drop, **dd)
+        self.drop_path1 = drop_path(drop_path_rate)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = Mlp(dim, mlp_hidden, drop=drop, **dd)
+        self.drop_path2 = drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        msa = self.attn(self.norm1(x))
+        x = x + self.drop_path1(msa)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x, msa
+
+
+class SkipAtBlock(nn.Module):
+    """A skipped block: the attention branch is ``cat(cls_msa, Phi(z))``; the MLP half is a ViT block's."""
+
+    def __init__(self, dim: int, mlp_hidden: int, phi_hidden: int, phi_kernel: int = 5, drop: float = 0.,
+                 drop_path_rate: float = 0., norm_eps: float = 1e-6, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.phi = SkipAtPhi(dim, phi_hidden, phi_kernel, use_eca=True, **dd)
+        self.drop_path1 = drop_path(drop_path_rate)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = Mlp(dim, mlp_hidden, drop=drop, **dd)
+        self.drop_path2 = drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, cls_msa: torch.Tensor,
+                hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            x: Tokens (B, P + H*W, C), P = 0 or 1 prefix (cls) tokens.
+            z: The previous Phi output, or the MSA patch rows the chain starts from (B, H*W, C).
+            cls_msa: The reused CLS row of the last computed MSA output (B, P, C).
+        Returns:
+            The block output and this block's Phi output (the next link of the chain).
+        """
+        z = self.phi(z, hw_shape)
+        x = x + self.drop_path1(torch.cat([cls_msa, z], dim=1))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x, z
+
+
+@MODELS.register_module()
+class SkipAtViT(BaseModule):
+    """SkipAt Vision Transformer backbone (and the plain ViT with ``skip_indices=()``).
+
+    Args:
+        arch: A name from ``arch_zoo`` or a dict with ``embed_dims, num_layers, num_heads,
+            feedforward_channels``.
+        img_size: Pre-training image size; sets the position-embedding grid (resized at run time).
+        patch_size: Patch size.
+        in_channels: Input channels.
+        skip_indices: 0-based indices of the blocks that skip attention. ``None`` means the paper's
+            ``(3, ..., 8)``; ``()`` gives the plain ViT.
+        phi_chain: ``'continue'`` (official): Phi_1's input is set at the first skipped block and the chain
+            continues across blocks computed in between. ``'restart'``: a skipped block that follows a
+            computed block starts a new chain from that block's MSA output.
+        phi_ratio: Phi's hidden width over ``embed_dims`` (2 in SkipAt).
+        phi_kernel: Phi's depth-wise kernel (5 in SkipAt).
+        out_indices: Block indices whose outputs are returned (negative counts from the end).
+        out_type: ``'featmap'`` (B, C, H, W), ``'raw'`` tokens, ``'cls_token'`` (B, C) or ``'avg_featmap'``.
+        output_cls_token: mmseg's ViT option: each featmap output becomes ``[featmap, cls_token]``.
+        with_cls_token: Prepend a cls token.
+        final_norm: Apply a final LayerNorm to the last block's output.
+        qkv_bias: Bias in the qkv projection.
+        norm_eps: LayerNorm epsilon (1e-6 in SkipAt/timm ViT).
+        drop_rate / attn_drop_rate / drop_path_rate: Regularisation.
+        interpolate_mode: Position-embedding resampling mode.
+        frozen_stages: Freeze the patch embedding, position embedding and the first ``frozen_stages`` blocks
+            (all blocks and the final norm when equal to ``num_layers``). -1 freezes nothing.
+        init_cfg: ``dict(type='Pretrained', checkpoint=<path or URL>)`` loads official SkipAt, timm/DeiT,
+            mmpretrain/mmseg ViT or mmevit checkpoints, converting keys and resizing ``pos_embed``.
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny', 'skipat-t', 'deit-t'],
+                        dict(embed_dims=192, num_layers=12, num_heads=3, feedforward_channels=768)),
+        **dict.fromkeys(['s', 'small', 'skipat-s', 'deit-s'],
+                        dict(embed_dims=384, num_layers=12, num_heads=6, feedforward_channels=1536)),
+        **dict.fromkeys(['b', 'base', 'skipat-b', 'deit-b'],
+                        dict(embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072)),
+    }
+    essential_keys = {'embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'}
+    num_extra_tokens = 1  # pos_embed always keeps the cls row, as official and mmseg checkpoints do
+    OUT_TYPES = ('featmap', 'raw', 'cls_token', 'avg_featmap')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 's',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 skip_indices: Optional[Sequence[int]] = None,
+                 phi_chain: str = 'continue',
+                 phi_ratio: float = 2.,
+                 phi_kernel: int = 5,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 out_type: str = 'featmap',
+                 output_cls_token: bool = False,
+                 with_cls_token: bool = True,
+                 final_norm: bool = True,
+                 qkv_bias: bool = True,
+                 norm_eps: float = 1e-6,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 interpolate_mode: str = 'bicubic',
+                 frozen_stages: int = -1,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 device=None, dtype=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self._resolve_arch(arch)
+        dims, depth = self.arch['embed_dims'], self.arch['num_layers']
+        self.embed_dims, self.num_layers = dims, depth
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.patch_size = patch_size
+        self.pretrain_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+
+        self.skip_indices = self._resolve_skip_indices(skip_indices, depth)
+        if phi_chain not in ('continue', 'restart'):
+            raise ValueError(f"phi_chain must be 'continue' or 'restart', got {phi_chain!r}")
+        self.phi_chain = phi_chain
+        self.out_indices = self._resolve_out_indices(out_indices, depth)
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
+        if out_type == 'cls_token' and not with_cls_token:
+            raise ValueError("out_type='cls_token' needs with_cls_token=True")
+        if output_cls_token and not with_cls_token:
+            raise ValueError('output_cls_token=True needs with_cls_token=True')
+        self.out_type = out_type
+        self.output_cls_token = output_cls_token
+        self.with_cls_token = with_cls_token
+        self.interpolate_mode = interpolate_mode
+        self.frozen_stages = frozen_stages
+
+        dd = dict(device=device, dtype=dtype)
+        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, **dd)
+        num_patches = self.pretrain_grid[0] * self.pretrain_grid[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims, **dd)) if with_cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_extra_tokens, dims, **dd))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+
+        dpr = drop_path_rates(drop_path_rate, depth)
+        hidden = self.arch['feedforward_channels']
+        self.blocks = nn.ModuleList([
+            SkipAtBlock(dims, hidden, int(dims * phi_ratio), phi_kernel, drop_rate, dpr[i], norm_eps, **dd)
+            if i in self.skip_indices else
+            ViTBlock(dims, self.arch['num_heads'], hidden, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
+                     norm_eps, **dd)
+            for i in range(depth)])
+        self.final_norm = final_norm
+        self.norm = nn.LayerNorm(dims, eps=norm_eps, **dd) if final_norm else None
+
+        self._register_load_state_dict_pre_hook(self._prepare_pos_embed)
+        if not self.is_meta():
+            self.reset_parameters()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ construction helpers
+    def _resolve_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
+            return dict(self.arch_zoo[key])
+        if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
+            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
+        if arch['embed_dims'] % arch['num_heads']:
+            raise ValueError(f"embed_dims {arch['embed_dims']} is not divisible by num_heads {arch['num_heads']}")
+        return dict(arch)
+
+    @staticmethod
+    def _resolve_skip_indices(skip_indices: Optional[Sequence[int]], depth: int) -> Tuple[int, ...]:
+        if skip_indices is None:
+            skip_indices = DEFAULT_SKIP_INDICES
+        idx = tuple(int(i) for i in skip_indices)
+        if len(set(idx)) != len(idx) or list(idx) != sorted(idx):
+            raise ValueError(f'skip_indices must be increasing and unique, got {skip_indices}')
+        if idx and (idx[0] < 1 or idx[-1] >= depth):
+            raise ValueError(f'skip_indices must lie in [1, {depth - 1}] (block 0 has no earlier attention '
+                             f'to reuse), got {skip_indices}')
+        return idx
+
+    @staticmethod
+    def _resolve_out_indices(out_indices: Union[int, Sequence[int]], depth: int) -> Tuple[int, ...]:
+        idx = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        out = []
+        for i in idx:
+            j = i + depth if i < 0 else i
+            if not 0 <= j < depth:
+                raise ValueError(f'out_indices entry {i} is out of range for {depth} blocks')
+            out.append(j)
+        return tuple(out)
+
+    def is_meta(self) -> bool:
+        return self.pos_embed.device.type == 'meta'
+
+    def reset_parameters(self) -> None:
+        """timm ViT init: trunc-normal(0.02) linears with zero bias, pos_embed 0.02, cls_token 1e-6.
+
+        Phi keeps PyTorch's default init, as in the official code (its modules were created after timm's
+        init had run).
+        """
+        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for name, m in self.named_modules():
+            if '.phi' in name:
+                continue
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            logger = MMLogger.get_current_instance()
+            ckpt = self.init_cfg.get('checkpoint')
+            if not ckpt:
+                raise ValueError("init_cfg type='Pretrained' needs a 'checkpoint' (path or URL)")
+            print_log(f'SkipAtViT: loading {ckpt}', logger=logger)
+            state = checkpoint_filter_fn(read_checkpoint(ckpt), self, prefix=self.init_cfg.get('prefix'))
+            load_report(self, state, strict=False, logger=logger, source=ckpt)
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _prepare_pos_embed(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Load hook: resample a checkpoint's ``pos_embed`` grid to this model's pre-training grid."""
+        name = prefix + 'pos_embed'
+        if name not in state_dict or state_dict[name].shape == self.pos_embed.shape:
+            return
+        ckpt = state_dict[name]
+        n = ckpt.shape[1] - self.num_extra_tokens
+        side = int(math.isqrt(n))
+        if side * side != n:
+            raise ValueError(f'cannot resize checkpoint pos_embed {tuple(ckpt.shape)}: {n} grid rows are not '
+                             'a square')
+        print_log(f'SkipAtViT: resize pos_embed {side}x{side} -> {self.pretrain_grid}',
+                  logger=MMLogger.get_current_instance())
+        state_dict[name] = resample_abs_pos_embed(ckpt, (side, side), self.pretrain_grid,
+                                                  self.num_extra_tokens, self.interpolate_mode)
+
+    # ------------------------------------------------------------------ training-time behaviour
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        if self.frozen_stages > self.num_layers:
+            raise ValueError(f'frozen_stages {self.frozen_stages} > num_layers {self.num_layers}')
+        frozen = [self.patch_embed, self.drop_after_pos, *self.blocks[:self.frozen_stages]]
+        if self.frozen_stages == self.num_layers and self.norm is not None:
+            frozen.append(self.norm)
+        self.pos_embed.requires_grad_(False)
+        if self.cls_token is not None:
+            self.cls_token.requires_grad_(False)
+        for m in frozen:
+            m.eval()
+            m.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> 'SkipAtViT':
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer id for layer-wise lr decay (mmpretrain's ``LearningRateDecayOptimWrapperConstructor``).
+
+        Embeddings are layer 0, block i is layer i + 1, everything else (final norm, neck, head) is last.
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name in ('cls_token', 'pos_embed') or name.startswith('patch_embed'):
+            return 0, num_layers
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
+
+    def no_weight_decay(self) -> set:
+        return {'pos_embed', 'cls_token'}
+
+    # ------------------------------------------------------------------ forward
+    def _pos_embed(self, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        pos = resample_abs_pos_embed(self.pos_embed, self.pretrain_grid, hw_shape, self.num_extra_tokens,
+                                     self.interpolate_mode)
+        return pos if self.with_cls_token else pos[:, self.num_extra_tokens:]
+
+    def forward(self, x: torch.Tensor) -> Tuple:
+        B = x.shape[0]
+        x, hw = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
+        x = self.drop_after_pos(x + self._pos_embed(hw))
+        p = 1 if self.with_cls_token else 0
+
+        outs = []
+        msa: Optional[torch.Tensor] = None  # MSA output of the last computed block
+        z: Optional[torch.Tensor] = None    # current link of the Phi chain
+        for i, blk in enumerate(self.blocks):
+            if isinstance(blk, SkipAtBlock):
+                if z is None:
+                    z = msa[:, p:]
+                x, z = blk(x, z, msa[:, :p], hw)
+            else:
+                x, msa = blk(x)
+                if self.phi_chain == 'restart':
+                    z = None
+            if i == self.num_layers - 1 and self.norm is not None:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self._format_output(x, hw, p))
+        return tuple(outs)
+
+    def _format_output(self, x: torch.Tensor, hw: Tuple[int, int], p: int):
+        if self.out_type == 'raw':
+            return x
+        if self.out_type == 'cls_token':
+            return x[:, 0]
+        patches = x[:, p:]
+        if self.out_type == 'avg_featmap':
+            return patches.mean(dim=1)
+        B, _, C = patches.shape
+        fmap = patches.reshape(B, hw[0], hw[1], C).permute(0, 3, 1, 2).contiguous()
+        return [fmap, x[:, 0]] if self.output_cls_token else fmap
+
+
+# ---------------------------------------------------------------------- checkpoint conversion
+_MMPRETRAIN_RENAMES = (
+    ('patch_embed.projection.', 'patch_embed.proj.'),
+    ('.ln1.', '.norm1.'), ('.ln2.', '.norm2.'),
+    ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.'),
+)
+_OFFICIAL_PHI_RENAMES = (('linear1.0.', 'fc1.'), ('dwconv.0.', 'dwconv.'), ('linear2.0.', 'fc2.'),
+                         ('eca.conv.', 'eca.conv.'))
+
+
+def detect_format(state_dict: StateDict) -> str:
+    """``'official'`` SkipAt (``param_k.*``), ``'timm'`` ViT/DeiT (``blocks.*`` without Phi),
+    ``'mmpretrain'`` (``layers.*``: mmpretrain and mmseg ViTs) or ``'mmevit'`` (``blocks.<i>.phi.*``)."""
+    keys = list(state_dict)
+    if any(k.startswith('param_') for k in keys):
+        return 'official'
+    if any('.phi.' in k for k in keys):
+        return 'mmevit'
+    if any(k.startswith('layers.') for k in keys):
+        return 'mmpretrain'
+    if any(k.startswith('blocks.') for k in keys):
+        return 'timm'
+    raise KeyError(f'unrecognised ViT checkpoint: no blocks.*, layers.* or param_* keys (first keys: {keys[:6]})')
+
+
+def convert_official_skipat(state_dict: StateDict, skip_indices: Sequence[int]) -> StateDict:
+    """Official SkipAt / timm 0.5.4 keys -> mmevit keys.
+
+    ``param_k`` (the k-th skipped block's Phi, 1-based) becomes ``blocks.<skip_indices[k-1]>.phi``; the unused
+    ``norm1``/``attn`` weights of skipped blocks and the Phis beyond ``len(skip_indices)`` (the official model
+    always builds six) are dropped. Classifier keys (``head.*``, ``pre_logits.*``) pass through unchanged.
+    """
+    skipped = {int(i) for i in skip_indices}
+    out: StateDict = {}
+    for k, v in state_dict.items():
+        if k.startswith('param_'):
+            num, rest = k[len('param_'):].split('.', 1)
+            n = int(num)
+            if n > len(skip_indices):
+                continue
+            for old, new in _OFFICIAL_PHI_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            else:
+                raise KeyError(f'unexpected official Phi key {k}')
+            out[f'blocks.{skip_indices[n - 1]}.phi.{rest}'] = v
+            continue
+        if k.startswith('blocks.'):
+            idx, rest = k[len('blocks.'):].split('.', 1)
+            if int(idx) in skipped and rest.startswith(('norm1.', 'attn.')):
+                continue
+        out[k] = v
+    return out
+
+
+def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
+    """mmpretrain / mmseg ViT keys (``layers.i.ln1``, ``ffn.layers.0.0``, final ``ln1``) -> mmevit keys."""
+    out: StateDict = {}
+    for k, v in state_dict.items():
+        if k.startswith('layers.'):
+            k = 'blocks.' + k[len('layers.'):]
+            for old, new in _MMPRETRAIN_RENAMES[1:]:
+                k = k.replace(old, new)
+        elif k.startswith('ln1.'):
+            k = 'norm.' + k[len('ln1.'):]
+        k = k.replace(*_MMPRETRAIN_RENAMES[0])
+        out[k] = v
+    return out
+
+
+def checkpoint_filter_fn(checkpoint: dict, model: SkipAtViT, prefix: Optional[str] = None) -> StateDict:
+    """Turn any supported ViT checkpoint into ``model``'s backbone keys.
+
+    Unwraps the container, strips ``module.`` and a toolbox prefix (``backbone.`` by default, or
+    ``prefix``), converts by format, drops what a backbone has no place for (classifier heads, DeiT's
+    ``dist_token``, the unused attention of skipped blocks), and leaves ``pos_embed`` resizing to the load hook.
+    """
+    state = strip_prefixes(unwrap_state_dict(checkpoint), ('module.',))
+    pre = prefix or 'backbone.'
+    if any(k.startswith(pre) for k in state):
+        state = {k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}
+    fmt = detect_format(state)
+    if fmt == 'official':
+        state = convert_official_skipat(state, model.skip_indices)
+    elif fmt == 'mmpretrain':
+        state = convert_mmpretrain_vit(state)
+    if fmt in ('timm', 'mmpretrain'):
+        # A plain ViT initialising a SkipAt model: the skipped blocks have no attention to load into.
+        state = convert_official_skipat(state, model.skip_indices)
+    own = set(model.state_dict())
+    dropped = [k for k in state if k not in own and k.split('.')[0] in ('head', 'pre_logits', 'fc_norm',
+                                                                          'head_dist', 'dist_token')]
+    for k in dropped:
+        del state[k]
+    if model.norm is None:
+        state = {k: v for k, v in state.items() if not k.startswith('norm.')}
+    return state

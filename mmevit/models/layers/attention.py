@@ -1,0 +1,54 @@
+"""Multi-head self-attention on ``F.scaled_dot_product_attention``.
+
+One fused ``qkv`` projection (timm/official key layout ``attn.qkv`` / ``attn.proj``), with the eager
+softmax(QK^T)V path kept in the same forward behind ``fused_attn`` so that tests can compare the two.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Pre-norm ViT attention: ``proj(softmax(q k^T / sqrt(d)) v)``.
+
+    Args:
+        dim: Token width.
+        num_heads: Number of heads; ``dim`` must be divisible by it.
+        qkv_bias: Whether the fused qkv projection has a bias.
+        attn_drop: Dropout on the attention probabilities (training only).
+        proj_drop: Dropout after the output projection.
+        fused_attn: Use SDPA (True) or the eager reference path (False).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., fused_attn: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        dd = dict(device=device, dtype=dtype)
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.fused_attn = fused_attn
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                attn = attn.masked_fill(~attn_mask, float('-inf')) if attn_mask.dtype == torch.bool \
+                    else attn + attn_mask
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            x = attn @ v
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))

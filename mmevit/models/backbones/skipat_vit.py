@@ -217,6 +217,9 @@ class SkipAtViT(BaseModule):
     @staticmethod
     def _resolve_skip_indices(skip_indices: Optional[Sequence[int]], depth: int) -> Tuple[int, ...]:
         if skip_indices is None:
+            if depth <= DEFAULT_SKIP_INDICES[-1]:
+                raise ValueError(f'the default skip_indices {DEFAULT_SKIP_INDICES} (the paper\'s, for 12 blocks) '
+                                 f'do not fit {depth} blocks: pass skip_indices explicitly')
             skip_indices = DEFAULT_SKIP_INDICES
         idx = tuple(int(i) for i in skip_indices)
         if len(set(idx)) != len(idx) or list(idx) != sorted(idx):

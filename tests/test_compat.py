@@ -1,0 +1,128 @@
+"""One test per shim in mmevit.compat; each fails without its shim."""
+import io
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mmevit  # noqa: F401  (applies the shims)
+from mmevit import compat
+
+
+class _NotAllowListed:
+    """A class whose unpickling would run arbitrary constructor code in a full unpickle."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_runner_checkpoint_data_loads_with_weights_only(tmp_path):
+    """What a Runner checkpoint's message hub holds (HistoryBuffer, numpy arrays/scalars) loads with plain
+    torch.load (weights_only=True by default since torch 2.6)."""
+    from mmengine.logging import HistoryBuffer, MessageHub
+    hub = MessageHub.get_instance('compat-test')
+    for v in (1.0, 2.5, 3.0):
+        hub.update_scalar('train/loss', v)
+    hub.update_info('iter', 7)
+    state = {'message_hub': hub.state_dict(), 'meta': {'seed': np.int64(3), 'arr': np.arange(4.0),
+                                                       'ratio': np.float64(0.5), 'i32': np.arange(3, dtype=np.int32)},
+             'state_dict': {'w': torch.ones(2)}}
+    path = tmp_path / 'ckpt.pth'
+    torch.save(state, path)
+    loaded = torch.load(path)  # no weights_only=False: the allow-list makes it work
+    buf = loaded['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buf, HistoryBuffer)
+    assert buf.mean() == pytest.approx(6.5 / 3) and buf.current() == 3.0
+    np.testing.assert_array_equal(loaded['meta']['arr'], np.arange(4.0))
+    assert loaded['meta']['seed'] == 3
+
+
+def test_history_buffer_does_not_pickle_methods():
+    """Statistics methods are not saved (unpickling them needs builtins.getattr, which is not allow-listed)."""
+    from mmengine.logging import HistoryBuffer
+    buf = HistoryBuffer()
+    buf.update(1.0)
+    data = pickle.dumps(buf)
+    assert b'getattr' not in data and b'statistics_methods' not in data
+    restored = pickle.loads(data)
+    assert restored.mean() == 1.0 and 'mean' in restored._statistics_methods
+
+
+def test_not_allow_listed_objects_are_still_refused(tmp_path):
+    path = tmp_path / 'evil.pth'
+    torch.save({'x': _NotAllowListed()}, path)
+    with pytest.raises(Exception, match='(?i)weights_only|unsupported global'):
+        torch.load(path)
+    with pytest.raises(RuntimeError, match='trust_checkpoints'):
+        compat.torch_load(str(path))
+    with compat.trust_checkpoints():
+        assert compat.torch_load(str(path))['x'] == os.getcwd()
+
+
+def test_http_checkpoints_load_safely(tmp_path, monkeypatch):
+    """mmengine's http(s) scheme loader no longer unpickles fully (it used torch.hub.load_state_dict_from_url)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    good, evil = tmp_path / 'good.pth', tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.arange(3.)}}, good)
+    torch.save({'x': _NotAllowListed()}, evil)
+    sources = {'https://example.org/ckpt/good.pth': good, 'https://example.org/ckpt/evil.pth': evil}
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        with open(sources[url], 'rb') as src, open(dst, 'wb') as out:
+            out.write(src.read())
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    ckpt = CheckpointLoader.load_checkpoint('https://example.org/ckpt/good.pth', map_location='cpu')
+    torch.testing.assert_close(ckpt['state_dict']['w'], torch.arange(3.))
+    assert (tmp_path / 'hub' / 'checkpoints' / 'good.pth').is_file()
+    with pytest.raises(RuntimeError, match='trust_checkpoints'):
+        CheckpointLoader.load_checkpoint('https://example.org/ckpt/evil.pth', map_location='cpu')
+
+
+def test_local_scheme_names_missing_file(tmp_path):
+    from mmengine.runner.checkpoint import CheckpointLoader
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+def test_prepare_cpu_distributed_is_noop_without_launcher():
+    from mmengine.config import Config
+    cfg = Config(dict(model=dict(decode_head=dict(norm_cfg=dict(type='SyncBN')))))
+    assert compat.prepare_cpu_distributed(cfg, 'none') is False
+    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+
+
+def test_prepare_cpu_distributed_single_process(tmp_path):
+    """torchrun-style env, 1 process: gloo group created, DDP device_ids=None, SyncBN -> BN everywhere."""
+    code = r'''
+import os, torch.distributed as dist
+from mmengine.config import Config
+import mmevit
+from mmevit import compat
+cfg = Config(dict(model=dict(backbone=dict(type='SkipAtViT'),
+                             decode_head=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
+                             auxiliary_head=[dict(norm_cfg=dict(type='SyncBN'))]), sync_bn='torch'))
+assert compat.prepare_cpu_distributed(cfg, 'pytorch')
+assert dist.is_initialized() and dist.get_backend() == 'gloo'
+assert cfg.model_wrapper_cfg['device_ids'] is None
+assert cfg.model.decode_head.norm_cfg.type == 'BN'
+assert cfg.model.auxiliary_head[0].norm_cfg.type == 'BN'
+assert 'sync_bn' not in cfg and cfg.env_cfg.dist_cfg.backend == 'gloo'
+print('OK')
+'''
+    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(29600 + os.getpid() % 300), CUDA_VISIBLE_DEVICES='')
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and 'OK' in out.stdout, out.stderr[-3000:]
+
+
+def test_mmseg_imports_with_declared_requirements():
+    """mmseg 1.2.2 imports ftfy and regex without declaring them; our requirements list them."""
+    import mmseg.models  # noqa: F401
+    from importlib.metadata import version
+    assert version('ftfy') and version('regex')

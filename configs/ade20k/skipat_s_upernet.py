@@ -1,0 +1,63 @@
+# SkipAt-S + UPerNet on ADE20K, 512x512, 160k iterations.
+#
+# Everything but the backbone follows mmseg's ViT-B UPerNet recipe
+# (mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py): MultiLevelNeck, UPerHead + FCN auxiliary
+# head, AdamW lr 6e-5 / wd 0.01 with no decay on pos_embed, cls_token and norms, 1500 linear warm-up iterations
+# then poly decay to 160k, 512x512 crops, 8 GPUs x 2 images = batch 16.
+# The backbone is SkipAtViT; its plain-ViT baseline is vit_s_upernet.py (same class, skip_indices=()).
+_base_ = [
+    'mmseg::_base_/models/upernet_vit-b16_ln_mln.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+embed_dims = 384
+# The official SkipAt/ViT checkpoints were trained and evaluated with mean = std = 0.5 (timm's ViT default), i.e.
+# 127.5 on 0-255 RGB input, not the ImageNet statistics of mmseg's base file.
+data_preprocessor = dict(size=crop_size, mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,  # EncoderDecoder would pass it on to the backbone; weights come from backbone.init_cfg
+    backbone=dict(
+        _delete_=True,  # drop mmseg's VisionTransformer kwargs (mlp_ratio, norm_cfg, act_cfg, ...)
+        type='SkipAtViT',
+        arch='s',
+        img_size=crop_size,
+        patch_size=16,
+        skip_indices=(3, 4, 5, 6, 7, 8),  # the paper's: blocks 4-9 (1-based) skip attention
+        out_indices=(2, 5, 8, 11),
+        final_norm=False,
+        with_cls_token=True,
+        drop_path_rate=0.1,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://github.com/Qualcomm-AI-research/skip-attention/releases/download/v1.0/'
+            'skipat-small.t7')),
+    neck=dict(in_channels=[embed_dims] * 4, out_channels=embed_dims, scales=[4, 2, 1, 0.5]),
+    decode_head=dict(in_channels=[embed_dims] * 4, num_classes=150),
+    auxiliary_head=dict(in_channels=embed_dims, num_classes=150))
+
+# AdamW, no weight decay for position embedding, cls token and every norm layer (mmseg's ViT recipe).
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(
+        custom_keys={
+            'pos_embed': dict(decay_mult=0.),
+            'cls_token': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.)
+        }))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
+]
+
+# Total batch 16 = 8 GPUs x 2 images; lr 6e-5 is for that batch and is rescaled for any other.
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader
+auto_scale_lr = dict(enable=True, base_batch_size=16)

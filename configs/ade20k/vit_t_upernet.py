@@ -1,0 +1,10 @@
+# ViT-T + UPerNet on ADE20K: the baseline of skipat_t_upernet.py (same class and recipe, no skipped block),
+# from the official ViT-T checkpoint of the SkipAt release.
+_base_ = './skipat_t_upernet.py'
+
+model = dict(
+    backbone=dict(
+        skip_indices=(),
+        init_cfg=dict(
+            checkpoint='https://github.com/Qualcomm-AI-research/skip-attention/releases/download/v1.0/'
+            'vit-tiny.t7')))

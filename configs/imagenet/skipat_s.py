@@ -1,0 +1,101 @@
+# SkipAt-S on ImageNet-1k, 224x224, 300 epochs: the DeiT recipe (as mmpretrain's deit configs implement it),
+# preprocessed as the official SkipAt checkpoints were.
+#
+# Train: AdamW lr 1e-3 for batch 1024 (8 GPUs x 128), wd 0.05 (none on norms, biases, cls_token, pos_embed),
+# 5 warm-up epochs then cosine to 1e-5, label smoothing 0.1, Mixup 0.8 / CutMix 1.0, RandAugment m9-mstd0.5,
+# random erasing 0.25, repeated augmentation (3 repeats), drop path 0.1, grad-norm clip 5.
+# Test: as the official validate.py (timm ViT default_cfg): bicubic resize of the short side to 248 (= 224 / 0.9),
+# centre crop 224, mean = std = 0.5 (127.5 on 0-255 RGB input).
+# The official checkpoints (see metafile.yml) hold a timm-style classifier (`head.weight`): tools/test.py converts
+# them to this model's keys (`head.layers.head.weight`, Phi moved into the skipped blocks).
+_base_ = [
+    'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
+    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+
+embed_dims = 384
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='SkipAtViT',
+        arch='s',
+        img_size=224,
+        patch_size=16,
+        skip_indices=(3, 4, 5, 6, 7, 8),  # the paper's: blocks 4-9 (1-based) skip attention
+        out_type='cls_token',
+        final_norm=True,
+        drop_path_rate=0.1),
+    neck=None,
+    head=dict(
+        type='VisionTransformerClsHead',
+        num_classes=1000,
+        in_channels=embed_dims,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+    # No model-level init_cfg: SkipAtViT initialises itself as timm's ViT does and leaves Phi at PyTorch's
+    # default init, as the official model does.
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
+)
+
+mean = [127.5, 127.5, 127.5]
+std = [127.5, 127.5, 127.5]
+data_preprocessor = dict(num_classes=1000, mean=mean, std=std, to_rgb=True)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(pad_val=[round(x) for x in mean], interpolation='bicubic')),
+    dict(
+        type='RandomErasing',
+        erase_prob=0.25,
+        mode='rand',
+        min_area_ratio=0.02,
+        max_area_ratio=1 / 3,
+        fill_color=mean,
+        fill_std=std),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+
+# Total batch 1024 = 8 GPUs x 128 images; the lr is rescaled for any other total batch.
+train_dataloader = dict(
+    batch_size=128,
+    dataset=dict(pipeline=train_pipeline),
+    sampler=dict(_delete_=True, type='RepeatAugSampler', shuffle=True, num_repeats=3))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=5e-4 * 1024 / 512, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0,
+        custom_keys={
+            '.cls_token': dict(decay_mult=0.0),
+            '.pos_embed': dict(decay_mult=0.0)
+        }),
+    clip_grad=dict(max_norm=5.0),
+)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300, convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
+auto_scale_lr = dict(enable=True, base_batch_size=1024)

@@ -1,0 +1,7 @@
+"""Training/testing support shared by ``tools/``: the CPU mixed-precision optim wrapper, config edits for
+the tools' command-line options, and conversion of official checkpoints for a config's model."""
+from .convert import convert_checkpoint, convert_for_model, convert_official_to_classifier, is_bare_vit
+from .optim_wrapper import CPUAmpOptimWrapper
+
+__all__ = ['CPUAmpOptimWrapper', 'convert_checkpoint', 'convert_for_model', 'convert_official_to_classifier',
+           'is_bare_vit']

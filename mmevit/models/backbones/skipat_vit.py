@@ -474,4 +474,5 @@ def checkpoint_filter_fn(checkpoint: dict, model: SkipAtViT, prefix: Optional[st
         del state[k]
     if model.norm is None:
         state = {k: v for k, v in state.items() if not k.startswith('norm.')}
+    model._prepare_pos_embed(state, '')  # resize here so that shape checks before loading see the result
     return state

@@ -84,18 +84,19 @@ def set_launcher(cfg: Config, launcher: str) -> None:
 
 
 def enable_show_dir(cfg: Config, show_dir: str) -> None:
-    """Make the config's visualization hook draw the test predictions into ``show_dir``."""
+    """Make the config's visualization hook draw every test prediction into ``show_dir``."""
     hook = cfg.get('default_hooks', {}).get('visualization')
     kind = hook.get('type', '') if hook else ''
     if kind.endswith('SegVisualizationHook'):
-        hook['draw'] = True
+        hook.update(draw=True, interval=1)
+        if cfg.get('visualizer') is None:
+            raise KeyError('--show-dir needs a visualizer in the config')
         cfg.visualizer['save_dir'] = show_dir
     elif kind.endswith('DetVisualizationHook'):
         hook['draw'] = True
         hook['test_out_dir'] = show_dir
     elif kind.endswith('VisualizationHook'):  # mmpretrain
-        hook['enable'] = True
-        hook['out_dir'] = show_dir
+        hook.update(enable=True, out_dir=show_dir, interval=1)
     else:
         raise KeyError(f'--show-dir needs a visualization hook in default_hooks (got {kind or "none"})')
 

@@ -1,0 +1,84 @@
+"""Distributed smoke tests on CPUs: ``torchrun --nproc_per_node 2`` (gloo) through tools/train.py, and
+tools/dist_test.sh on the checkpoint it writes. The tiny config's head uses SyncBN, which
+``mmevit.compat.prepare_cpu_distributed`` must turn into BN for a CPU run."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmevit import compat
+from tools_helpers import REPO, TOOLS, free_port, run_tool, tool_env, write_seg_config
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or
+                                not torch.distributed.is_gloo_available(), reason='needs gloo')
+
+# A hook that leaves one file per rank: proof that every process trained, and how far.
+RANK_MARKER = '''
+import json
+import os.path as osp
+
+import torch.distributed as dist
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RankMarkerHook(Hook):
+    def after_train(self, runner):
+        rank, world = dist.get_rank(), dist.get_world_size()
+        bn = [type(m).__name__ for m in runner.model.modules() if 'BatchNorm' in type(m).__name__]
+        with open(osp.join(runner.work_dir, f'rank{rank}.json'), 'w') as f:
+            json.dump(dict(rank=rank, world=world, iter=runner.iter, backend=dist.get_backend(),
+                           wrapper=type(runner.model).__name__, norms=sorted(set(bn))), f)
+'''
+
+
+@pytest.fixture(scope='module')
+def dist_trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp('dist')
+    base = write_seg_config(root)
+    (root / 'rank_marker.py').write_text(RANK_MARKER)
+    cfg = root / 'tiny_dist.py'
+    cfg.write_text(f"_base_ = [{osp.basename(base)!r}]\n"
+                   "custom_imports = dict(imports=['rank_marker'], allow_failed_imports=False)\n"
+                   "custom_hooks = [dict(type='RankMarkerHook')]\n")
+    work_dir = root / 'work'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr',
+           '127.0.0.1', '--master_port', str(free_port()), osp.join(TOOLS, 'train.py'), str(cfg),
+           '--launcher', 'pytorch', '--work-dir', str(work_dir)]
+    env = tool_env()
+    env['PYTHONPATH'] = f'{root}{osp.pathsep}{env["PYTHONPATH"]}'
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f'{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}'
+    return dict(root=root, cfg=str(cfg), work_dir=work_dir, log=proc.stdout + proc.stderr)
+
+
+def test_torchrun_train_two_ranks(dist_trained):
+    work_dir = dist_trained['work_dir']
+    for rank in (0, 1):
+        marker = json.loads((work_dir / f'rank{rank}.json').read_text())
+        assert marker['rank'] == rank and marker['world'] == 2 and marker['iter'] == 2
+        assert marker['backend'] == 'gloo' and marker['wrapper'] == 'MMDistributedDataParallel'
+        if not torch.cuda.is_available():
+            assert marker['norms'] == ['BatchNorm2d']  # SyncBN was converted for the CPU run
+    ckpt = compat.torch_load(str(work_dir / 'iter_2.pth'))
+    assert ckpt['meta']['iter'] == 2
+    assert not any(k.startswith('module.') for k in ckpt['state_dict'])
+    assert 'Iter(train) [2/2]' in dist_trained['log']
+
+
+def test_dist_test_script(dist_trained, tmp_path):
+    ckpt = str(dist_trained['work_dir'] / 'iter_2.pth')
+    proc = run_tool(['dist_test.sh', dist_trained['cfg'], ckpt, '2', '--work-dir', str(tmp_path / 'test')],
+                    PORT=free_port(), PYTHONPATH=f'{dist_trained["root"]}{osp.pathsep}{REPO}')
+    log = proc.stdout + proc.stderr
+    assert 'mIoU' in log and 'Distributed launcher: pytorch' in log
+
+
+def test_dist_scripts_usage():
+    for script in ('dist_train.sh', 'dist_test.sh'):
+        proc = subprocess.run([osp.join(TOOLS, script)], capture_output=True, text=True)
+        assert proc.returncode == 2 and 'usage' in proc.stderr

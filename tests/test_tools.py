@@ -244,7 +244,8 @@ def test_converter_cli_backbone_round_trip(fixtures_dir, tmp_path):
     torch.save({'model': fx['state_dict']}, src)
     dst = str(tmp_path / 'skipat_backbone.pth')
     proc = run_tool(['model_converters/skipat2mmevit.py', src, dst])
-    assert 'dropped 38 keys' in proc.stdout  # 6 skipped blocks x (norm1, attn) + head and 'blocks.3.attn.qkv.weight' in proc.stdout
+    # 6 skipped blocks x (norm1, attn.qkv, attn.proj) x (weight, bias) + the classifier head = 38
+    assert 'dropped 38 keys' in proc.stdout and 'blocks.3.attn.qkv.weight' in proc.stdout
     assert 'head.weight' in proc.stdout  # backbone mode drops the classifier, by name
     ckpt = compat.torch_load(dst)  # weights_only: plain data
     meta = ckpt['meta']
@@ -304,3 +305,28 @@ def test_converter_plain_vit_and_skip_indices(fixtures_dir, tmp_path):
     state, meta, dropped = convert_checkpoint(fx['state_dict'], skip_indices=(3, 4))
     assert 'param_3.linear1.0.weight' in dropped and 'blocks.3.attn.qkv.weight' in dropped
     assert 'blocks.5.attn.qkv.weight' in state and 'blocks.4.phi.fc1.weight' in state
+
+
+# ------------------------------------------------------------------------------- config edits (fast)
+def test_runner_setup_config_edits(tmp_path):
+    from mmengine.config import Config
+    from mmevit.engine import runner_setup as rs
+    cfg = Config(dict(load_from='pretrained.pth', optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                      default_hooks=dict(visualization=dict(type='DetVisualizationHook'))))
+    assert rs.set_work_dir(cfg, None, 'configs/x/my_cfg.py') == osp.join('./work_dirs', 'my_cfg')
+    rs.set_work_dir(cfg, str(tmp_path / 'w'), 'my_cfg.py')
+    # --resume with nothing to resume yet: a new run that keeps the pretrained initialisation.
+    rs.set_resume(cfg, 'auto')
+    assert not cfg.get('resume') and cfg.load_from == 'pretrained.pth'
+    os.makedirs(cfg.work_dir)
+    (tmp_path / 'w' / 'last_checkpoint').write_text(str(tmp_path / 'w' / 'iter_8.pth'))
+    rs.set_resume(cfg, 'auto')
+    assert cfg.resume is True and cfg.load_from is None
+    with pytest.raises(FileNotFoundError, match='gone.pth'):
+        rs.set_resume(cfg, str(tmp_path / 'gone.pth'))
+    kind = rs.enable_amp(cfg)
+    assert kind == ('AmpOptimWrapper' if torch.cuda.is_available() else 'CPUAmpOptimWrapper')
+    rs.enable_show_dir(cfg, 'shows')
+    assert cfg.default_hooks.visualization == dict(type='DetVisualizationHook', draw=True, test_out_dir='shows')
+    with pytest.raises(ValueError, match='.pkl'):
+        rs.check_out_file(str(tmp_path / 'preds.json'))

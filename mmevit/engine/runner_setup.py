@@ -28,16 +28,23 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> str:
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
-    """``resume='auto'``: the latest checkpoint of the work dir (mmengine's ``last_checkpoint``);
-    a path: that checkpoint; ``None``: no resuming."""
+    """``resume='auto'``: the latest checkpoint of the work dir (mmengine's ``last_checkpoint``), or, when
+    there is none yet, a fresh start that keeps the config's ``load_from`` initialisation; a path: that
+    checkpoint; ``None``: no resuming. Call after ``set_work_dir``."""
     if resume is None:
         return
-    cfg.resume = True
     if resume == 'auto':
-        cfg.load_from = None
+        from mmengine.runner import find_latest_checkpoint
+        if find_latest_checkpoint(cfg.work_dir) is None:
+            print_log(f'--resume: no checkpoint in {cfg.work_dir} yet, starting a new run', logger='current',
+                      level=30)
+            return
+        cfg.resume = True
+        cfg.load_from = None  # mmengine then resumes the work dir's latest checkpoint
         return
     if '://' not in resume and not osp.isfile(resume):
         raise FileNotFoundError(f'--resume: checkpoint file not found: {resume}')
+    cfg.resume = True
     cfg.load_from = resume
 
 

@@ -13,7 +13,7 @@ import torch
 
 import mmevit
 from mmevit import compat
-from tools_helpers import TOOLS, make_cls_data, run_tool, write_cls_config, write_seg_config
+from tools_helpers import TOOLS, make_cls_data, run_tool, write_cls_config, write_det_config, write_seg_config
 
 FIXTURE = 'skipat/skipat_tiny_160_b2.pt'
 
@@ -112,6 +112,27 @@ def test_checkpoint_round_trip_identical_outputs(trained, tmp_path):
     load_checkpoint(other, path, strict=True)
     with torch.no_grad():
         assert torch.equal(other(x, mode='tensor'), ref)  # ...and the round trip restores it exactly
+
+
+def test_train_and_test_mmdet_config(tmp_path):
+    cfg = write_det_config(tmp_path)
+    work_dir = str(tmp_path / 'work')
+    proc = run_tool(['train.py', cfg, '--work-dir', work_dir])
+    assert 'Iter(train) [2/2]' in proc.stdout + proc.stderr
+    show = tmp_path / 'show'
+    proc = run_tool(['test.py', cfg, osp.join(work_dir, 'iter_2.pth'), '--work-dir', str(tmp_path / 'test'),
+                     '--show-dir', str(show)])
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    assert len(glob.glob(str(show / '*.jpg'))) == 4
+
+
+def test_train_mmpretrain_config(tmp_path):
+    make_cls_data(str(tmp_path / 'cls'), num=4, size=64)
+    cfg = write_cls_config(tmp_path, img_size=64, train=True)
+    work_dir = str(tmp_path / 'work')
+    proc = run_tool(['train.py', cfg, '--work-dir', work_dir])
+    assert 'Iter(train) [2/2]' in proc.stdout + proc.stderr
+    assert compat.torch_load(osp.join(work_dir, 'iter_2.pth'))['meta']['iter'] == 2
 
 
 # ------------------------------------------------------------------------------------------------ --amp
@@ -327,6 +348,7 @@ def test_runner_setup_config_edits(tmp_path):
     kind = rs.enable_amp(cfg)
     assert kind == ('AmpOptimWrapper' if torch.cuda.is_available() else 'CPUAmpOptimWrapper')
     rs.enable_show_dir(cfg, 'shows')
-    assert cfg.default_hooks.visualization == dict(type='DetVisualizationHook', draw=True, test_out_dir='shows')
+    assert cfg.default_hooks.visualization == dict(type='DetVisualizationHook', draw=True,
+                                                   test_out_dir=osp.abspath('shows'))
     with pytest.raises(ValueError, match='.pkl'):
         rs.check_out_file(str(tmp_path / 'preds.json'))

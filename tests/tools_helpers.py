@@ -2,8 +2,8 @@
 
 Everything is written under a test's ``tmp_path``: an ADE20K-layout segmentation set (64x64 JPEG images,
 PNG label maps with 0 = ignore as ADE20K's ``reduce_zero_label``), an mmseg ``EncoderDecoder`` config on a
-4-block SkipAtViT with a SyncBN ``UPerHead``, and an mmpretrain ``ImageClassifier`` config shaped like the
-official SkipAt fixture.
+4-block SkipAtViT with a SyncBN ``UPerHead``, an mmpretrain ``ImageClassifier`` config shaped like the
+official SkipAt fixture, and an mmdet ``RetinaNet`` on a 4-image COCO-layout set.
 """
 import os
 import os.path as osp
@@ -122,6 +122,74 @@ resume = False
 randomness = dict(seed=0)
 '''
 
+DET_CONFIG = '''
+default_scope = 'mmdet'
+data_root = {data_root!r}
+model = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
+    backbone=dict(type='SkipAtViT',
+                  arch=dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64),
+                  img_size=64, patch_size=16, skip_indices=(2,), out_indices=(3,)),
+    neck=dict(type='FPN', in_channels=[32], out_channels=32, start_level=0, add_extra_convs='on_output',
+              num_outs=2),
+    bbox_head=dict(type='RetinaHead', num_classes=1, in_channels=32, stacked_convs=1, feat_channels=32,
+                   anchor_generator=dict(type='AnchorGenerator', octave_base_scale=2, scales_per_octave=1,
+                                         ratios=[1.0], strides=[16, 32]),
+                   bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0] * 4, target_stds=[1.0] * 4),
+                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
+                                 ignore_iof_thr=-1),
+                   sampler=dict(type='PseudoSampler'), allowed_border=-1, pos_weight=-1, debug=False),
+    test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5),
+                  max_per_img=10))
+metainfo = dict(classes=('box', ))
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+                  dict(type='PackDetInputs')]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(64, 64), keep_ratio=True),
+                 dict(type='LoadAnnotations', with_bbox=True),
+                 dict(type='PackDetInputs',
+                      meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+train_dataloader = dict(
+    batch_size=2, num_workers=0, sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type='CocoDataset', data_root=data_root, ann_file='ann.json', metainfo=metainfo,
+                 data_prefix=dict(img='images/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='CocoDataset', data_root=data_root, ann_file='ann.json', metainfo=metainfo,
+                 data_prefix=dict(img='images/'), pipeline=test_pipeline, test_mode=True))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='CocoMetric', ann_file=data_root + '/ann.json', metric='bbox')
+test_evaluator = val_evaluator
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=1000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2),
+                     logger=dict(type='LoggerHook', interval=1),
+                     visualization=dict(type='DetVisualizationHook'))
+log_processor = dict(by_epoch=False)
+visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+randomness = dict(seed=0)
+'''
+
+# Appended to CLS_CONFIG for a training run.
+CLS_TRAIN = '''
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type='CustomDataset', data_root=data_root, ann_file='val.txt', data_prefix='val',
+                 metainfo=dict(classes=[str(i) for i in range(10)]), with_label=True,
+                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))
+train_cfg = dict(by_epoch=False, max_iters=2)
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2),
+                     logger=dict(type='LoggerHook', interval=1))
+log_processor = dict(by_epoch=False)
+'''
+
 
 def make_ade_like(root: str, num_train: int = 4, num_val: int = 2, size: int = 64, seed: int = 0) -> str:
     """ADE20K layout: images/{training,validation}/*.jpg, annotations/{training,validation}/*.png.
@@ -167,10 +235,38 @@ def make_cls_data(root: str, num: int = 2, size: int = 160, seed: int = 0) -> Li
     return images
 
 
-def write_cls_config(tmp_path, img_size: int = 160) -> str:
+def write_cls_config(tmp_path, img_size: int = 160, train: bool = False) -> str:
     path = str(tmp_path / 'tiny_skipat_cls.py')
     with open(path, 'w') as f:
         f.write(CLS_CONFIG.format(data_root=str(tmp_path / 'cls'), img_size=img_size))
+        if train:
+            f.write(CLS_TRAIN)
+    return path
+
+
+def make_coco_like(root: str, num: int = 4, size: int = 64, seed: int = 0) -> str:
+    """COCO layout (images/*.jpg, ann.json): one red 24x24 box per image, category 'box'."""
+    import json
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(root, 'images'), exist_ok=True)
+    images, anns = [], []
+    for i in range(num):
+        img = rng.integers(0, 50, size=(size, size, 3), dtype=np.uint8)
+        x, y = (int(v) for v in rng.integers(0, size - 24, size=2))
+        img[y:y + 24, x:x + 24] = [200, 40, 40]
+        Image.fromarray(img).save(osp.join(root, 'images', f'{i}.jpg'))
+        images.append(dict(id=i, file_name=f'{i}.jpg', width=size, height=size))
+        anns.append(dict(id=i, image_id=i, category_id=1, bbox=[x, y, 24, 24], area=576, iscrowd=0))
+    with open(osp.join(root, 'ann.json'), 'w') as f:
+        json.dump(dict(images=images, annotations=anns, categories=[dict(id=1, name='box')]), f)
+    return root
+
+
+def write_det_config(tmp_path) -> str:
+    data_root = make_coco_like(str(tmp_path / 'coco'))
+    path = str(tmp_path / 'tiny_skipat_retinanet.py')
+    with open(path, 'w') as f:
+        f.write(DET_CONFIG.format(data_root=data_root))
     return path
 
 

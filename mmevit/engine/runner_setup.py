@@ -92,6 +92,7 @@ def set_launcher(cfg: Config, launcher: str) -> None:
 
 def enable_show_dir(cfg: Config, show_dir: str) -> None:
     """Make the config's visualization hook draw every test prediction into ``show_dir``."""
+    show_dir = osp.abspath(show_dir)  # mmdet would otherwise place a relative one under the work dir
     hook = cfg.get('default_hooks', {}).get('visualization')
     kind = hook.get('type', '') if hook else ''
     if kind.endswith('SegVisualizationHook'):

@@ -42,7 +42,8 @@ def build(cfg: Config, device: str = 'meta') -> torch.nn.Module:
     model_cfg = copy.deepcopy(cfg.model)
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    model_cfg.backbone.init_cfg = None
+    if 'backbone' in model_cfg:
+        model_cfg.backbone.init_cfg = None
     init_default_scope(cfg.default_scope)
     with torch.device(device):
         return MODELS.build(model_cfg)
@@ -53,12 +54,15 @@ def test_configs_found():
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=rel)
-def test_config_loads(path):
+def test_config_loads_and_builds(path):
     cfg = Config.fromfile(path)
     assert 'model' in cfg
-    if osp.basename(osp.dirname(path)) in SCOPES:
+    folder = osp.basename(osp.dirname(path))
+    if folder in SCOPES:
         assert cfg.custom_imports == dict(imports=['mmevit'], allow_failed_imports=False)
-        assert cfg.default_scope == SCOPES[osp.basename(osp.dirname(path))]
+        assert cfg.default_scope == SCOPES[folder]
+    assert cfg.get('default_scope') in ('mmseg', 'mmdet', 'mmpretrain', 'mmevit'), cfg.get('default_scope')
+    assert isinstance(build(cfg), torch.nn.Module)
 
 
 @pytest.mark.parametrize('path', ADE20K, ids=rel)
@@ -147,8 +151,10 @@ def test_imagenet_config(path):
 
 
 # ------------------------------------------------------------------------------------- layer-wise lr decay
-def _lrd_lrs(param_groups) -> dict:
-    return {g['param_name']: g['lr'] for g in param_groups if 'param_name' in g}
+def _lrd_lrs(model: torch.nn.Module, param_groups) -> dict:
+    """Parameter name -> lr, for param groups of one parameter each (as the layer-decay constructors make)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: g['lr'] for g in param_groups for p in g['params']}
 
 
 def test_backbone_layer_depth_fits_mmpretrain_constructor():
@@ -161,7 +167,7 @@ def test_backbone_layer_depth_fits_mmpretrain_constructor():
         dict(type=ow.type, optimizer=ow.optimizer), ow.paramwise_cfg)
     groups = []
     constructor.add_params(groups, net, get_layer_depth=lambda n: net.backbone.get_layer_depth(n, 'backbone.'))
-    lrs = _lrd_lrs(groups)
+    lrs = _lrd_lrs(net, groups)
     rate, base = ow.paramwise_cfg.layer_decay_rate, ow.optimizer.lr
     assert lrs['backbone.pos_embed'] == pytest.approx(base * rate ** 13)
     assert lrs['backbone.blocks.0.attn.qkv.weight'] < lrs['backbone.blocks.11.attn.qkv.weight']
@@ -179,7 +185,7 @@ def test_lrd_config_builds_its_optim_wrapper():
                      'get_layer_depth on the model, which mmseg\'s EncoderDecoder lacks (see the config header)')
     net = build(cfg, 'cpu')
     wrapper = build_optim_wrapper(net, copy.deepcopy(cfg.optim_wrapper))
-    lrs = _lrd_lrs(wrapper.optimizer.param_groups)
+    lrs = _lrd_lrs(net, wrapper.optimizer.param_groups)
     assert lrs['backbone.blocks.0.mlp.fc1.weight'] < lrs['backbone.blocks.11.mlp.fc1.weight']
     assert lrs['backbone.blocks.11.mlp.fc1.weight'] < lrs['decode_head.conv_seg.weight'] == cfg.optim_wrapper.optimizer.lr
 

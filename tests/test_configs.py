@@ -186,8 +186,9 @@ def test_lrd_config_builds_its_optim_wrapper():
     net = build(cfg, 'cpu')
     wrapper = build_optim_wrapper(net, copy.deepcopy(cfg.optim_wrapper))
     lrs = _lrd_lrs(net, wrapper.optimizer.param_groups)
-    assert lrs['backbone.blocks.0.mlp.fc1.weight'] < lrs['backbone.blocks.11.mlp.fc1.weight']
-    assert lrs['backbone.blocks.11.mlp.fc1.weight'] < lrs['decode_head.conv_seg.weight'] == cfg.optim_wrapper.optimizer.lr
+    first, last, head = (lrs[f'{m}.weight'] for m in ('backbone.blocks.0.mlp.fc1', 'backbone.blocks.11.mlp.fc1',
+                                                      'decode_head.conv_seg'))
+    assert first < last < head == cfg.optim_wrapper.optimizer.lr
 
 
 # ----------------------------------------------------------------------------------------- packaging

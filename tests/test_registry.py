@@ -87,15 +87,23 @@ def test_import_with_missing_toolbox(missing):
 
 # ------------------------------------------------------------------------- the toolboxes' own train.py
 # About 20 s each on 2 CPU cores: two iterations of SkipAtViT-T on generated data, checkpoint written.
-def toolbox_train(toolbox: str, config: str, work_dir: str, checkpoint: str, timeout: int = 600) -> None:
-    """Run ``<toolbox>/.mim/tools/train.py``; check it trained a SkipAtViT (finite loss, Phi in the checkpoint)."""
+def toolbox_train(toolbox: str, tmp_path, config_text: str, checkpoint: str, timeout: int = 600) -> None:
+    """Write ``config_text`` (no validation, log every iteration) and train it with ``<toolbox>/.mim/tools/train.py``;
+    check it trained a SkipAtViT: finite losses, Phi weights in ``checkpoint``."""
+    cfg = tmp_path / f'{toolbox}_train.py'
+    cfg.write_text(textwrap.dedent(config_text) + textwrap.dedent("""
+        val_cfg = val_dataloader = val_evaluator = None
+        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+    """))
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
     tool = osp.join(osp.dirname(importlib.import_module(toolbox).__file__), '.mim', 'tools', 'train.py')
-    proc = subprocess.run([sys.executable, tool, config, '--work-dir', work_dir], capture_output=True, text=True,
-                          timeout=timeout, cwd=work_dir)
+    proc = subprocess.run([sys.executable, tool, str(cfg), '--work-dir', str(work_dir)], capture_output=True,
+                          text=True, timeout=timeout, cwd=str(work_dir))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
     losses = re.findall(r' loss: ([-+.\w]+)', proc.stdout + proc.stderr)
     assert losses and all(np.isfinite(float(v)) for v in losses), losses
-    state = torch.load(osp.join(work_dir, checkpoint), map_location='cpu', weights_only=False)['state_dict']
+    state = torch.load(work_dir / checkpoint, map_location='cpu', weights_only=False)['state_dict']
     assert any(k.startswith('backbone.blocks.3.phi.') for k in state)
 
 
@@ -114,8 +122,7 @@ def test_mmseg_train_script(tmp_path):
         (root / 'annotations' / 'training').mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / 'annotations' / 'training' / f'a{i}.png'),
                     rng.integers(0, 151, (48, 64), dtype=np.uint8))
-    cfg = tmp_path / 'seg.py'
-    cfg.write_text(textwrap.dedent(f"""
+    toolbox_train('mmseg', tmp_path, f"""
         _base_ = ['{REPO}/configs/ade20k/skipat_t_upernet.py']
         crop_size = (64, 64)
         data_preprocessor = dict(size=crop_size)
@@ -133,12 +140,7 @@ def test_mmseg_train_script(tmp_path):
         train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                                 dataset=dict(data_root='{root}', pipeline=train_pipeline))
         train_cfg = dict(max_iters=2, val_interval=100)
-        val_cfg = val_dataloader = val_evaluator = None
-        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-    """))
-    work = tmp_path / 'work'
-    work.mkdir()
-    toolbox_train('mmseg', str(cfg), str(work), 'iter_2.pth')
+    """, 'iter_2.pth')
 
 
 def test_mmdet_train_script(tmp_path, tiny_retinanet_config):
@@ -150,8 +152,7 @@ def test_mmdet_train_script(tmp_path, tiny_retinanet_config):
         annotations.append(dict(id=i, image_id=i, category_id=i % 2, bbox=[10, 20, 40, 30], area=1200, iscrowd=0))
     (root / 'ann.json').write_text(json.dumps(dict(
         images=images, annotations=annotations, categories=[dict(id=0, name='cat'), dict(id=1, name='dog')])))
-    cfg = tmp_path / 'det.py'
-    cfg.write_text(textwrap.dedent(f"""
+    toolbox_train('mmdet', tmp_path, f"""
         _base_ = ['{tiny_retinanet_config}']
         model = dict(backbone=dict(init_cfg=None))
         train_pipeline = [
@@ -162,15 +163,11 @@ def test_mmdet_train_script(tmp_path, tiny_retinanet_config):
             dict(type='PackDetInputs'),
         ]
         train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
-            data_root='{root}/', ann_file='ann.json', data_prefix=dict(img='images/'), metainfo=dict(classes=('cat', 'dog')),
-            pipeline=train_pipeline, filter_cfg=dict(filter_empty_gt=False, min_size=0)))
+            data_root='{root}/', ann_file='ann.json', data_prefix=dict(img='images/'),
+            metainfo=dict(classes=('cat', 'dog')), pipeline=train_pipeline,
+            filter_cfg=dict(filter_empty_gt=False, min_size=0)))
         train_cfg = dict(max_epochs=1, val_interval=10)
-        val_cfg = val_dataloader = val_evaluator = None
-        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-    """))
-    work = tmp_path / 'work'
-    work.mkdir()
-    toolbox_train('mmdet', str(cfg), str(work), 'epoch_1.pth')
+    """, 'epoch_1.pth')
 
 
 def test_mmpretrain_train_script(tmp_path):
@@ -178,8 +175,7 @@ def test_mmpretrain_train_script(tmp_path):
     for c in ('cat', 'dog'):
         for i in range(2):
             write_image(root / c / f'{i}.jpg', 40, 40, seed=i)
-    cfg = tmp_path / 'cls.py'
-    cfg.write_text(textwrap.dedent(f"""
+    toolbox_train('mmpretrain', tmp_path, f"""
         _base_ = ['{REPO}/configs/imagenet/skipat_t.py']
         model = dict(backbone=dict(img_size=32), head=dict(num_classes=2))
         data_preprocessor = dict(num_classes=2)
@@ -192,9 +188,4 @@ def test_mmpretrain_train_script(tmp_path):
         train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
             _delete_=True, type='CustomDataset', data_root='{root}', pipeline=train_pipeline))
         train_cfg = dict(max_epochs=1, val_interval=10)
-        val_cfg = val_dataloader = val_evaluator = None
-        default_hooks = dict(logger=dict(interval=1))
-    """))
-    work = tmp_path / 'work'
-    work.mkdir()
-    toolbox_train('mmpretrain', str(cfg), str(work), 'epoch_1.pth')
+    """, 'epoch_1.pth')

@@ -9,10 +9,19 @@ from .version import __version__
 
 compat.apply()
 
-from . import models  # noqa: E402,F401  (registers the classes)
+from . import engine, models  # noqa: E402,F401  (registers the classes)
 from .official import from_official  # noqa: E402
 from .registry import MODELS, register_into_toolboxes  # noqa: E402
 
 REGISTERED_INTO = register_into_toolboxes()
+
+
+def _enable_config_scope() -> None:
+    """Let configs inherit ``mmevit::<folder>/<file>.py`` (mmengine resolves only packages it lists)."""
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('mmevit', 'mmevit')
+
+
+_enable_config_scope()
 
 __all__ = ['__version__', 'from_official', 'MODELS', 'REGISTERED_INTO']

@@ -5,7 +5,7 @@
 # The lr of a backbone parameter is lr * 0.9 ** (13 - layer): patch/pos embeddings and the cls token are layer 0,
 # block i is layer i + 1, the rest (neck, heads) layer 13 = the full lr (SkipAtViT.get_layer_depth).
 # mmpretrain's LearningRateDecayOptimWrapperConstructor asks the *model* for get_layer_depth, which mmseg's
-# EncoderDecoder lacks; BackboneLayerDecayOptimWrapperConstructor is that constructor reading the depths from
+# EncoderDecoder lacks; BackboneLayerDecayOptimWrapperConstructor (mmevit.engine) is that constructor, fed with
 # model.backbone.get_layer_depth(name, 'backbone.').
 _base_ = './skipat_s_upernet.py'
 

@@ -1,19 +1,23 @@
-"""Distributed smoke tests on CPUs: ``torchrun --nproc_per_node 2`` (gloo) through tools/train.py, and
-tools/dist_test.sh on the checkpoint it writes. The tiny config's head uses SyncBN, which
+"""Distributed smoke tests on CPUs: tools/dist_train.sh (``torchrun --nproc_per_node 2``, gloo) through
+tools/train.py, and tools/dist_test.sh on the checkpoint it writes. The tiny config's head uses SyncBN, which
 ``mmevit.compat.prepare_cpu_distributed`` must turn into BN for a CPU run."""
 import json
 import os.path as osp
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from mmevit import compat
-from tools_helpers import REPO, TOOLS, free_port, run_tool, tool_env, write_seg_config
+from tools_helpers import REPO, TOOLS, free_port, run_tool, write_seg_config
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or
-                                not torch.distributed.is_gloo_available(), reason='needs gloo')
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                       reason='needs gloo'),
+    # With CUDA the processes take one GPU each (nccl): two ranks need two GPUs.
+    pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.device_count() < 2,
+                       reason='CUDA present with fewer than 2 GPUs'),
+]
 
 # A hook that leaves one file per rank: proof that every process trained, and how far.
 RANK_MARKER = '''
@@ -36,6 +40,17 @@ class RankMarkerHook(Hook):
 '''
 
 
+def run_dist(args, **env):
+    """Run a dist_*.sh script on a free port; a port taken between probing and binding gets one retry."""
+    for attempt in (0, 1):
+        proc = run_tool(args, check=False, PORT=free_port(), **env)
+        out = proc.stdout + proc.stderr
+        if proc.returncode == 0 or attempt or 'address already in use' not in out.lower():
+            break
+    assert proc.returncode == 0, f'{" ".join(args)} failed ({proc.returncode}):\n{out[-8000:]}'
+    return proc
+
+
 @pytest.fixture(scope='module')
 def dist_trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('dist')
@@ -46,13 +61,10 @@ def dist_trained(tmp_path_factory):
                    "custom_imports = dict(imports=['rank_marker'], allow_failed_imports=False)\n"
                    "custom_hooks = [dict(type='RankMarkerHook')]\n")
     work_dir = root / 'work'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr',
-           '127.0.0.1', '--master_port', str(free_port()), osp.join(TOOLS, 'train.py'), str(cfg),
-           '--launcher', 'pytorch', '--work-dir', str(work_dir)]
-    env = tool_env()
-    env['PYTHONPATH'] = f'{root}{osp.pathsep}{env["PYTHONPATH"]}'
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f'{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}'
+    # tools/dist_train.sh is `python -m torch.distributed.run --nproc_per_node 2 tools/train.py ... --launcher
+    # pytorch`; PYTHONPATH carries the marker hook's module.
+    proc = run_dist(['dist_train.sh', str(cfg), '2', '--work-dir', str(work_dir)],
+                    PYTHONPATH=f'{root}{osp.pathsep}{REPO}')
     return dict(root=root, cfg=str(cfg), work_dir=work_dir, log=proc.stdout + proc.stderr)
 
 
@@ -61,7 +73,8 @@ def test_torchrun_train_two_ranks(dist_trained):
     for rank in (0, 1):
         marker = json.loads((work_dir / f'rank{rank}.json').read_text())
         assert marker['rank'] == rank and marker['world'] == 2 and marker['iter'] == 2
-        assert marker['backend'] == 'gloo' and marker['wrapper'] == 'MMDistributedDataParallel'
+        assert marker['backend'] == ('nccl' if torch.cuda.is_available() else 'gloo')
+        assert marker['wrapper'] == 'MMDistributedDataParallel'
         if not torch.cuda.is_available():
             assert marker['norms'] == ['BatchNorm2d']  # SyncBN was converted for the CPU run
     ckpt = compat.torch_load(str(work_dir / 'iter_2.pth'))
@@ -72,8 +85,8 @@ def test_torchrun_train_two_ranks(dist_trained):
 
 def test_dist_test_script(dist_trained, tmp_path):
     ckpt = str(dist_trained['work_dir'] / 'iter_2.pth')
-    proc = run_tool(['dist_test.sh', dist_trained['cfg'], ckpt, '2', '--work-dir', str(tmp_path / 'test')],
-                    PORT=free_port(), PYTHONPATH=f'{dist_trained["root"]}{osp.pathsep}{REPO}')
+    proc = run_dist(['dist_test.sh', dist_trained['cfg'], ckpt, '2', '--work-dir', str(tmp_path / 'test')],
+                    PYTHONPATH=f'{dist_trained["root"]}{osp.pathsep}{REPO}')
     log = proc.stdout + proc.stderr
     assert 'mIoU' in log and 'Distributed launcher: pytorch' in log
 

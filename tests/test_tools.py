@@ -189,6 +189,19 @@ def test_test_evaluates_checkpoint(trained, tmp_path):
     assert again.returncode != 0 and 'FileExistsError' in again.stderr
 
 
+def test_test_untrusted_checkpoint_needs_opt_in(trained, tmp_path):
+    import datetime
+    ckpt = torch.load(osp.join(trained['work_dir'], 'iter_2.pth'), weights_only=False)
+    ckpt['meta']['saved_at'] = datetime.datetime(2024, 1, 1)  # not on the weights_only allow-list
+    path = str(tmp_path / 'odd.pth')
+    torch.save(ckpt, path)
+    args = ['test.py', trained['cfg'], path, '--work-dir', str(tmp_path / 'w')]
+    refused = run_tool(args, check=False)
+    assert refused.returncode != 0 and '--trust-checkpoint' in refused.stderr
+    trusted = run_tool(args + ['--trust-checkpoint'])
+    assert 'mIoU' in trusted.stdout + trusted.stderr
+
+
 def test_test_missing_checkpoint(trained, tmp_path):
     missing = str(tmp_path / 'missing.pth')
     proc = run_tool(['test.py', trained['cfg'], missing, '--work-dir', str(tmp_path / 'w')], check=False)

@@ -230,7 +230,9 @@ def test_test_converts_official_classifier(fixtures_dir, tmp_path):
     assert 'missing keys' not in log and 'unexpected key' not in log
     assert not glob.glob(str(work_dir / 'converted_*.pth'))  # the temporary file is removed
     # The tool's predictions equal the official model's on the same pixels.
-    model = mmevit.from_official('skipat_vit', fx['arch'], fx['state_dict'])
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # robust to a scope left by other tests
+        model = mmevit.from_official('skipat_vit', fx['arch'], fx['state_dict'])
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
     with torch.no_grad():
         expected = model((x - 127.5) / 127.5).softmax(-1)
@@ -296,6 +298,7 @@ def test_converter_cli_backbone_round_trip(fixtures_dir, tmp_path):
 
 
 def test_converter_classifier_matches_official_logits(fixtures_dir, tmp_path):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     fx = _load_fixture(fixtures_dir)
     src = str(tmp_path / 'official.pth')
@@ -306,7 +309,8 @@ def test_converter_classifier_matches_official_logits(fixtures_dir, tmp_path):
     meta = ckpt['meta']
     backbone = dict(meta['backbone'], arch=dict(meta['backbone']['arch'], num_heads=fx['arch']['num_heads']),
                     out_type='cls_token')
-    model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=meta['head'])).eval()
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=meta['head'])).eval()
     model.load_state_dict(ckpt['state_dict'], strict=True)
     with torch.no_grad():
         logits = model(fx['input'], mode='tensor')

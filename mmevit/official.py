@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Mapping
 import torch
 from torch import nn
 
-from .models.backbones.skipat_vit import DEFAULT_SKIP_INDICES, convert_official_skipat
+from .models.backbones.skipat_vit import DEFAULT_SKIP_INDICES
 
 # Official kwargs that only matter for training or are fixed by the official class.
 _SKIPAT_IGNORED = {'drop_rate', 'attn_drop_rate', 'drop_path_rate', 'weight_init', 'embed_layer'}
@@ -50,23 +50,19 @@ def _skipat_vit(arch: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Mod
         out_type='cls_token', final_norm=True)
     head = dict(type='VisionTransformerClsHead', num_classes=num_classes, in_channels=embed_dim,
                 hidden_dim=arch.get('representation_size'))
-    state = convert_official_skipat(dict(state_dict), skip)
-    converted: Dict[str, torch.Tensor] = {}
-    for k, v in state.items():
-        if k.startswith('head.'):
-            converted['head.layers.head.' + k[len('head.'):]] = v
-        elif k.startswith('pre_logits.fc.'):
-            converted['head.layers.pre_logits.' + k[len('pre_logits.fc.'):]] = v
-        else:
-            converted['backbone.' + k] = v
-    return _build_classifier(backbone, head, converted)
+    return _build_classifier(backbone, head, state_dict)
 
 
-def _build_classifier(backbone: dict, head: dict, state_dict: Dict[str, torch.Tensor]) -> nn.Module:
+def _build_classifier(backbone: dict, head: dict, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    import mmevit  # noqa: F401  (registers our backbones into mmpretrain)
-    model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=head))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+
+    from .engine.convert import convert_official_to_classifier
+    # mmpretrain's registry follows the current default scope: pin it, whatever the caller set.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=head))
+    state = convert_official_to_classifier(state_dict, model.backbone)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise KeyError(f'official checkpoint does not match the converted model: missing {missing}, '
                        f'unexpected {unexpected}')

@@ -49,6 +49,14 @@ class SkipAtPhi(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim, **dd)
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, kernel_size, padding=kernel_size // 2,
                                 groups=hidden_dim, **dd)
+        # Keep the depth-wise weight in the layout its gradient comes back in from the channels-last conv,
+        # so that DDP's gradient buckets need no re-striding copy (and no "grad strides" warning).
+        # (``contiguous(memory_format=channels_last)`` is a no-op here: with one input channel per group the
+        # default strides already count as channels-last, so the strides are set explicitly.)
+        w = self.dwconv.weight.data
+        k = w.shape[2] * w.shape[3]
+        self.dwconv.weight.data = torch.empty_strided(w.shape, (k, 1, w.shape[3], 1), dtype=w.dtype,
+                                                      device=w.device).copy_(w)
         self.fc2 = nn.Linear(hidden_dim, dim, **dd)
         self.eca = ECA(**dd) if use_eca else nn.Identity()
 

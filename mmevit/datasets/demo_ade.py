@@ -12,27 +12,26 @@ Annotations follow ADE20K: 0 is "other" (ignored: mmseg maps it to 255 with ``re
 1..K are the classes, so class ``i`` of ``CLASSES`` is stored as ``i + 1``. Label 0 is used for a few thin
 "clutter" scribbles, which exercise the ignore path.
 
-Scenes: a textured background with 2-4 objects of four classes. Colours are drawn from one distribution for
-every class, so colour says nothing about the class; each class has its own shape *and* texture:
+Scenes (128 x 128 px): a textured background with 2-4 objects (about 30-110 px across) of distinct classes.
+Colours are drawn from one distribution for every class, so colour says nothing about the class; each class
+has its own shape *and* texture (objects occlude each other, so shapes are often partial):
 
-==========  =======================================  ==================================================
-class       shape                                    texture
-==========  =======================================  ==================================================
-background  the rest of the image                    smooth low-frequency colour noise
-disk        circle                                   flat colour with fine pixel speckle
-rectangle   rotated rectangle                        checkerboard of two colours (6-10 px cells)
-triangle    random triangle                          linear gradient between two colours
-stripes     elongated rotated ellipse                stripes of two colours (5-9 px period, any angle)
-==========  =======================================  ==================================================
+==========  ==================================  ==================================================
+class       shape                               texture
+==========  ==================================  ==================================================
+background  the rest of the image               smooth low-frequency colour noise
+disk        circle (radius 18-39 px)            flat colour with fine pixel speckle
+rectangle   rotated rectangle (sides 34-78 px)  checkerboard of two colours (6-10 px cells)
+triangle    triangle (circumradius 28-50 px)    polka dots of two colours (6-9 px grid)
+stripes     rotated ellipse (72-112 x 28-48)    stripes of two colours (5-9 px period, any angle)
+==========  ==================================  ==================================================
 
 Every sample is rendered from its own generator seeded with ``(seed, split, index)``, so a given seed always
 gives byte-identical files, and a smaller dataset is a prefix of a larger one. Nothing is ever overwritten:
 files are opened with ``'xb'`` and generation refuses to start when any target file exists.
 
-Only numpy, OpenCV and Pillow are needed (no mmseg), so ``python -m mmevit.datasets.demo_ade --root DIR``
-works on a bare install.
+Rendering needs only numpy, OpenCV and Pillow (no mmseg); ``tools/demo.py`` generates the data on first use.
 """
-import argparse
 import io
 import json
 import os
@@ -78,7 +77,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _disk_mask(rng, size, yy, xx):
-    r = rng.uniform(13, 28)
+    r = rng.uniform(18, 39)
     cy, cx = rng.uniform(r * 0.5, size - r * 0.5, size=2)
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
@@ -90,7 +89,7 @@ def _poly_mask(size: int, pts: np.ndarray) -> np.ndarray:
 
 
 def _rect_mask(rng, size, yy, xx):
-    h, w = rng.uniform(24, 56, size=2)
+    h, w = rng.uniform(34, 78, size=2)
     cy, cx = rng.uniform(10, size - 10, size=2)
     a = rng.uniform(0, np.pi)
     ca, sa = np.cos(a), np.sin(a)
@@ -100,14 +99,14 @@ def _rect_mask(rng, size, yy, xx):
 
 def _triangle_mask(rng, size, yy, xx):
     c = rng.uniform(16, size - 16, size=2)
-    r = rng.uniform(20, 36)
+    r = rng.uniform(28, 50)
     angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-.35, .35, 3)
     pts = np.stack([c[0] + r * np.cos(angles), c[1] + r * np.sin(angles)], axis=1)
     return _poly_mask(size, pts)
 
 
 def _ellipse_mask(rng, size, yy, xx):
-    a, b = rng.uniform(26, 40), rng.uniform(10, 17)
+    a, b = rng.uniform(36, 56), rng.uniform(14, 24)
     cy, cx = rng.uniform(10, size - 10, size=2)
     t = rng.uniform(0, np.pi)
     ct, st = np.cos(t), np.sin(t)
@@ -130,11 +129,12 @@ def _texture(rng, label, size, yy, xx) -> np.ndarray:
         a = rng.uniform(0, np.pi)
         on = ((xx * np.cos(a) + yy * np.sin(a)) / period % 1.0) < 0.5
     elif label == TRI:
-        a = rng.uniform(0, 2 * np.pi)
-        proj = xx * np.cos(a) + yy * np.sin(a)
-        t = (proj - proj.min()) / max(proj.max() - proj.min(), 1e-6)
-        t = np.clip((t - 0.5) * 2.5 + 0.5, 0, 1)[..., None]   # steeper ramp: visible within one object
-        return c1 * (1 - t) + c2 * t
+        # polka dots: discs of radius ~period/4 on a square grid
+        period = rng.uniform(6, 9)
+        oy, ox = rng.uniform(0, period, size=2)
+        dy = (yy + oy) % period - period / 2
+        dx = (xx + ox) % period - period / 2
+        on = dy * dy + dx * dx <= (period * 0.3) ** 2
     else:
         raise ValueError(label)
     return np.where(on[..., None], c1, c2)
@@ -269,22 +269,6 @@ def reduce_zero_label(ann: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     out = ann.astype(np.int64) - 1
     out[ann == 0] = ignore_index
     return out
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description='Generate the mmevit demo dataset (ADE20K layout).')
-    p.add_argument('--root', default='data/demo_ade')
-    p.add_argument('--num-train', type=int, default=300)
-    p.add_argument('--num-val', type=int, default=50)
-    p.add_argument('--size', type=int, default=128)
-    p.add_argument('--seed', type=int, default=0)
-    a = p.parse_args(argv)
-    m = generate_demo_ade(a.root, a.num_train, a.num_val, a.size, a.seed)
-    print(f"wrote {m['num_train']} training + {m['num_val']} validation samples to {a.root}")
-
-
-if __name__ == '__main__':
-    main()
 
 
 __all__: Sequence[str] = ('CLASSES', 'PALETTE', 'IGNORE_LABEL', 'MANIFEST', 'render_sample', 'sample_rng',

@@ -1,0 +1,147 @@
+# SkipAt-T + UperNet trained from scratch on the bundled demo dataset (mmevit/datasets/demo_ade.py), on CPU.
+#
+# This is the config behind README command 1 (`bash tools/run_demo.sh`, i.e. tools/demo.py): it must learn
+# in a few minutes on 2 CPU cores with no pretrained weights (none can be downloaded). Compared with mmseg's
+# `vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512.py` recipe:
+# - Backbone: SkipAt-T exactly as in the paper (arch 't': 192 wide, 12 blocks, 3 heads, MLP 768; blocks
+#   3..8 skip attention), randomly initialised; only the input is small (128 px demo images).
+# - Patch size 8 instead of 16: the demo objects are 25-80 px wide, so 16 px patches (an 8x8 token grid)
+#   blur every boundary; an 16x16 grid still costs only 257 tokens.
+# - MultiLevelNeck + UPerHead with 64 channels instead of 768/512 (the head would otherwise dominate CPU
+#   time); BN instead of SyncBN (single process); no auxiliary FCN head (it did not speed up learning here
+#   and costs time).
+# - AdamW (from-scratch ViTs do not train well with mmseg's SGD recipe), short linear warm-up, then linear
+#   decay to 0 over a short iteration-based schedule; evaluation (mIoU on the 50 held-out images) only at
+#   the end. `tools/demo.py --max-iters N` rescales the schedule.
+default_scope = 'mmseg'
+custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+
+# ----------------------------------------------------------------------------- data
+# Same classes/palette as mmevit.datasets.demo_ade.CLASSES/PALETTE (checked by tests/test_demo.py).
+# Stored annotations are ADE20K-style: 0 = "other" (ignored via reduce_zero_label), 1..5 = these classes.
+demo_metainfo = dict(
+    classes=('background', 'disk', 'rectangle', 'triangle', 'stripes'),
+    palette=[[120, 120, 120], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200]])
+dataset_type = 'BaseSegDataset'  # mmseg's own loader of the ADE20K layout; classes come from metainfo
+data_root = 'data/demo_ade'
+crop_size = (128, 128)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),  # reduce_zero_label comes from the dataset
+    # Flips only: the run is too short (~11 epochs) to overfit, and scale jitter slowed learning down.
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+_dataset = dict(
+    type=dataset_type,
+    data_root=data_root,
+    metainfo=demo_metainfo,
+    img_suffix='.jpg',
+    seg_map_suffix='.png',
+    reduce_zero_label=True)
+
+# num_workers=0: decoding a 128 px JPEG is far cheaper than a training step, and worker processes would only
+# compete with the 2 compute threads.
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(**_dataset, data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=10,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(**_dataset,
+                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+# ----------------------------------------------------------------------------- model
+norm_cfg = dict(type='BN', requires_grad=True)
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=crop_size)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        type='SkipAtViT',
+        arch='t',
+        img_size=crop_size,
+        patch_size=8,
+        # skip_indices defaults to the paper's (3, ..., 8)
+        out_indices=(2, 5, 8, 11),
+        drop_path_rate=0.0,
+        final_norm=True,
+        init_cfg=None),
+    neck=dict(type='MultiLevelNeck', in_channels=[192] * 4, out_channels=64, scales=[4, 2, 1, 0.5]),
+    decode_head=dict(
+        type='UPerHead',
+        in_channels=[64] * 4,
+        in_index=[0, 1, 2, 3],
+        pool_scales=(1, 2, 3, 6),
+        channels=64,
+        dropout_ratio=0.1,
+        num_classes=5,
+        norm_cfg=norm_cfg,
+        align_corners=False,
+        # Background covers ~63% of the pixels: weigh classes by sqrt(inverse frequency) so that the rarer
+        # object classes (7-11% each) are learnt early, which is what mIoU rewards.
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True,
+                         class_weight=[0.56, 1.43, 1.36, 1.67, 1.49])),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
+
+# ----------------------------------------------------------------------------- schedule
+max_iters = 600
+warmup_iters = 50
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={
+        'pos_embed': dict(decay_mult=0.), 'cls_token': dict(decay_mult=0.), 'norm': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=1.0, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=warmup_iters, end=max_iters),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+# ----------------------------------------------------------------------------- runtime
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='gloo'))
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0)

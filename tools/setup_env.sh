@@ -42,8 +42,12 @@ if ! have torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION; then
   log "installing torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
   "${PIP[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
-# mmcv's setup.py imports pkg_resources (gone from setuptools >= 70).
+# mmcv's setup.py and mmengine (package lookups for `mmseg::` configs) import pkg_resources, which newer
+# setuptools drop. torch 2.14's metadata asks for setuptools>=77 (for building extensions), so pip prints a
+# resolver complaint about it: harmless, mmcv's build is the only extension build here.
 "${PIP[@]}" install "setuptools<70" wheel ninja
+# mmcv's runtime dependency, installed before the mmcv wheel so pip's resolver sees it.
+"${PIP[@]}" install "mmengine==0.10.7"
 
 # --- mmcv with compiled ops, keyed to the torch it was built against -------------------------------
 mmcv_ops_ok() { "$VPY" -c "import mmcv, mmcv.ops; from mmcv.ops import nms, DeformConv2d; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1; }

@@ -27,6 +27,8 @@ def test_parse_kwargs_literals_and_nesting():
 def test_presets_are_skipat_and_vit():
     assert build_model('vit-t').skip_indices == ()
     assert build_model('skipat-t').skip_indices == (3, 4, 5, 6, 7, 8)
+    eager = build_model('skipat-t+eager')
+    assert not any(getattr(m, 'fused_attn', False) for m in eager.modules())
     assert set(PRESETS) >= {'skipat-t', 'skipat-s', 'skipat-b', 'vit-t', 'vit-s', 'vit-b'}
 
 

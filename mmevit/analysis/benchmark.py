@@ -68,8 +68,13 @@ def _parse_kwargs(text: str) -> dict:
 
 
 def build_model(spec: str, backbone_only: bool = False, eager_attention: bool = False) -> nn.Module:
-    """Build a model in eval mode from a preset, ``Type:kw=v,...`` or a config file path."""
+    """Build a model in eval mode from a preset, ``Type:kw=v,...`` or a config file path.
+
+    A ``+eager`` suffix (``skipat-s+eager``) selects the eager attention reference path for that model.
+    """
     import mmevit  # noqa: F401
+    if spec.endswith('+eager'):
+        spec, eager_attention = spec[:-len('+eager')], True
     from mmevit.registry import MODELS
     if spec.endswith('.py'):
         from mmengine.config import Config

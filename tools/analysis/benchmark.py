@@ -6,6 +6,7 @@ Examples:
     python tools/analysis/benchmark.py --compare vit-s skipat-s --size 512 --repeats 9 --flops
     python tools/analysis/benchmark.py configs/ade20k/skipat_s_upernet.py --backbone-only --size 512
     python tools/analysis/benchmark.py 'SkipAtViT:arch=t,skip_indices=(2,3,4)' --size 224 --batch 16
+    python tools/analysis/benchmark.py --compare skipat-s+eager skipat-s --size 512   # SDPA vs eager attention
 """
 import argparse
 import json
@@ -20,7 +21,8 @@ from mmevit.analysis import build_model, compare, count_gmacs  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('model', nargs='?', help='preset (skipat-s, vit-t, ...), Type:kw=v,... or config .py')
+    p.add_argument('model', nargs='?', help='preset (skipat-s, vit-t, ...), Type:kw=v,... or config .py; '
+                   'a +eager suffix selects the eager attention path')
     p.add_argument('--compare', nargs=2, metavar=('A', 'B'), help='time A and B interleaved; prints A/B')
     p.add_argument('--size', type=int, nargs='+', default=[224], help='H [W]')
     p.add_argument('--batch', type=int, default=1)

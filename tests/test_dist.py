@@ -4,6 +4,7 @@ tools/train.py, and tools/dist_test.sh on the checkpoint it writes. The tiny con
 import json
 import os.path as osp
 import subprocess
+import warnings
 
 import pytest
 import torch
@@ -41,14 +42,23 @@ class RankMarkerHook(Hook):
 
 
 def run_dist(args, **env):
-    """Run a dist_*.sh script on a free port; a port taken between probing and binding gets one retry."""
+    """Run a dist_*.sh script on a free port, retrying once on a fresh port.
+
+    Two ranks on a busy 2-core machine have failed rarely and unreproducibly (a port taken between probing
+    and binding, a rendezvous timeout); the first failure's output is reported as a warning so that a
+    recurring cause shows up in the test log, and a second failure fails the test with both outputs.
+    """
+    first = None
     for attempt in (0, 1):
         proc = run_tool(args, check=False, PORT=free_port(), **env)
         out = proc.stdout + proc.stderr
-        if proc.returncode == 0 or attempt or 'address already in use' not in out.lower():
-            break
-    assert proc.returncode == 0, f'{" ".join(args)} failed ({proc.returncode}):\n{out[-8000:]}'
-    return proc
+        if proc.returncode == 0:
+            if first is not None:
+                warnings.warn(f'{" ".join(args)} failed once, then passed; first output:\n{first[-4000:]}')
+            return proc
+        first = first or out
+    raise AssertionError(f'{" ".join(args)} failed twice ({proc.returncode}):\n--- first:\n{first[-6000:]}\n'
+                         f'--- second:\n{out[-6000:]}')
 
 
 @pytest.fixture(scope='module')

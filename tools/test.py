@@ -19,7 +19,7 @@ import torch
 
 import mmevit  # noqa: F401  (compat shims, registration into the toolboxes)
 import mmevit.engine  # noqa: F401  (registers CPUAmpOptimWrapper)
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 from mmevit import compat
 from mmevit.engine import runner_setup
@@ -35,17 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
     parser.add_argument('--out', help='dump the predictions to this new .pkl file')
     parser.add_argument('--show-dir', help='draw the predictions into this directory')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='fully unpickle checkpoints (arbitrary code execution: only for files you trust)')
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    runner_setup.add_runner_args(parser)
+    return runner_setup.parse_runner_args(parser, argv)
 
 
 def build_model(cfg: Config) -> torch.nn.Module:

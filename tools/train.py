@@ -13,7 +13,7 @@ import os.path as osp
 
 import mmevit  # noqa: F401  (compat shims, registration into the toolboxes)
 import mmevit.engine  # noqa: F401  (registers CPUAmpOptimWrapper)
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmevit import compat
 from mmevit.engine import runner_setup
 
@@ -27,18 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='resume from CKPT, or without a value from the latest checkpoint of the work dir')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: float16 AmpOptimWrapper on CUDA, bfloat16 autocast on CPU')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value (e.g. train_cfg.max_iters=10)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='fully unpickle checkpoints (arbitrary code execution: only for files you trust)')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    runner_setup.add_runner_args(parser)
+    return runner_setup.parse_runner_args(parser, argv)
 
 
 def build_cfg(args: argparse.Namespace) -> Config:

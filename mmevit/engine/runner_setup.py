@@ -4,6 +4,7 @@ The config's ``default_scope`` (mmseg, mmdet, mmpretrain or mmevit) decides whic
 builds from; nothing here depends on it except ``enable_show_dir``, which knows each toolbox's
 visualization hook.
 """
+import argparse
 import os
 import os.path as osp
 from typing import Optional
@@ -11,6 +12,26 @@ from typing import Optional
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """The options train.py and test.py share: --cfg-options, --launcher, --trust-checkpoint, --local-rank."""
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value (e.g. train_cfg.max_iters=10)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='fully unpickle checkpoints (arbitrary code execution: only for files you trust)')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0, help=argparse.SUPPRESS)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> str:

@@ -1,5 +1,4 @@
 """One test per shim in mmevit.compat; each fails without its shim."""
-import io
 import os
 import pickle
 import subprocess

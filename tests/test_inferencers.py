@@ -2,7 +2,6 @@
 import os.path as osp
 
 import numpy as np
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope

@@ -18,14 +18,12 @@ from typing import Iterator
 import torch
 
 import mmevit  # noqa: F401  (compat shims, registration into the toolboxes)
-import mmevit.engine  # noqa: F401  (registers CPUAmpOptimWrapper)
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmevit import compat
 from mmevit.engine import runner_setup
 from mmevit.engine.convert import convert_for_model, is_bare_vit, toolbox_free_state
 from mmevit.models.checkpoint import read_checkpoint
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (evaluate) a model (mmengine Runner)')
@@ -38,13 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     runner_setup.add_runner_args(parser)
     return runner_setup.parse_runner_args(parser, argv)
 
-
 def build_model(cfg: Config) -> torch.nn.Module:
     """The config's model, built in its default scope (for converting a checkpoint to its keys)."""
     from mmengine.registry import MODELS, DefaultScope
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         return MODELS.build(cfg.model)
-
 
 @contextlib.contextmanager
 def checkpoint_for_model(cfg: Config, checkpoint: str) -> Iterator[str]:
@@ -72,15 +68,8 @@ def checkpoint_for_model(cfg: Config, checkpoint: str) -> Iterator[str]:
     finally:
         os.remove(path)
 
-
 def build_cfg(args: argparse.Namespace) -> Config:
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    runner_setup.set_launcher(cfg, args.launcher)
-    runner_setup.set_work_dir(cfg, args.work_dir, args.config)
+    cfg = runner_setup.load_config(args)
     runner_setup.cpu_fallback_for_amp(cfg)
     if args.show_dir:
         runner_setup.enable_show_dir(cfg, args.show_dir)
@@ -88,7 +77,6 @@ def build_cfg(args: argparse.Namespace) -> Config:
         runner_setup.check_out_file(args.out)
     compat.prepare_cpu_distributed(cfg, args.launcher)
     return cfg
-
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
@@ -104,7 +92,6 @@ def main(argv=None) -> dict:
                 from mmengine.evaluator import DumpResults
                 runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
             return runner.test()
-
 
 if __name__ == '__main__':
     main()

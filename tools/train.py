@@ -8,15 +8,11 @@ gloo (``mmevit.compat.prepare_cpu_distributed``) and ``--amp`` autocasts to bflo
 """
 import argparse
 import contextlib
-import os
-import os.path as osp
 
 import mmevit  # noqa: F401  (compat shims, registration into the toolboxes)
-import mmevit.engine  # noqa: F401  (registers CPUAmpOptimWrapper)
 from mmengine.config import Config
 from mmevit import compat
 from mmevit.engine import runner_setup
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model (mmengine Runner)')
@@ -30,15 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     runner_setup.add_runner_args(parser)
     return runner_setup.parse_runner_args(parser, argv)
 
-
 def build_cfg(args: argparse.Namespace) -> Config:
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    runner_setup.set_launcher(cfg, args.launcher)
-    runner_setup.set_work_dir(cfg, args.work_dir, args.config)
+    cfg = runner_setup.load_config(args)
     runner_setup.set_resume(cfg, args.resume)
     if args.amp:
         runner_setup.enable_amp(cfg)
@@ -47,7 +36,6 @@ def build_cfg(args: argparse.Namespace) -> Config:
     compat.prepare_cpu_distributed(cfg, args.launcher)
     return cfg
 
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     trust = compat.trust_checkpoints() if args.trust_checkpoint else contextlib.nullcontext()
@@ -55,7 +43,6 @@ def main(argv=None) -> None:
         cfg = build_cfg(args)
         runner = runner_setup.build_runner(cfg)
         runner.train()
-
 
 if __name__ == '__main__':
     main()

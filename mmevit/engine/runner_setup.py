@@ -34,6 +34,18 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
     return args
 
 
+def load_config(args: argparse.Namespace) -> Config:
+    """Read ``args.config``, apply ``--cfg-options``, the launcher and the work dir (train.py and test.py)."""
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    set_launcher(cfg, args.launcher)
+    set_work_dir(cfg, args.work_dir, args.config)
+    return cfg
+
+
 def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> str:
     """``--work-dir`` > the config's ``work_dir`` > ``./work_dirs/<config name>``.
 

@@ -20,7 +20,7 @@ Differs from the official code:
   non-square grids.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger, print_log

@@ -3,16 +3,19 @@
 # This is the config behind README command 1 (`bash tools/run_demo.sh`, i.e. tools/demo.py): it must learn
 # in a few minutes on 2 CPU cores with no pretrained weights (none can be downloaded). Compared with mmseg's
 # `vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512.py` recipe:
-# - Backbone: SkipAt-T exactly as in the paper (arch 't': 192 wide, 12 blocks, 3 heads, MLP 768; blocks
-#   3..8 skip attention), randomly initialised; only the input is small (128 px demo images).
-# - Patch size 8 instead of 16: the demo objects are 25-80 px wide, so 16 px patches (an 8x8 token grid)
-#   blur every boundary; an 16x16 grid still costs only 257 tokens.
-# - MultiLevelNeck + UPerHead with 64 channels instead of 768/512 (the head would otherwise dominate CPU
-#   time); BN instead of SyncBN (single process); no auxiliary FCN head (it did not speed up learning here
-#   and costs time).
-# - AdamW (from-scratch ViTs do not train well with mmseg's SGD recipe), short linear warm-up, then linear
-#   decay to 0 over a short iteration-based schedule; evaluation (mIoU on the 50 held-out images) only at
-#   the end. `tools/demo.py --max-iters N` rescales the schedule.
+# - Backbone: SkipAt-T as in the paper (arch 't': 192 wide, 12 blocks, 3 heads, MLP 768; blocks 3..8 skip
+#   attention), randomly initialised, on the 128 px demo images.
+# - Patch size 8 instead of 16 (a 16x16 token grid, 257 tokens): measured on this data, patch 16 reached
+#   mIoU 0.48 after 800 iterations while patch 8 reached 0.75-0.79 after 300, in less wall time, although an
+#   iteration costs ~3x more. With 16 px patches the 30-110 px objects are only 2-7 tokens across.
+# - MultiLevelNeck + UPerHead with 64 channels instead of 768/512, so that the head costs little next to the
+#   backbone on CPU; BN instead of SyncBN (one process); no auxiliary FCN head (a short schedule on an easy
+#   task does not need its deep supervision, and it costs time).
+# - AdamW (from-scratch ViTs do not train well with mmseg's SGD recipe), 50 iterations of linear warm-up,
+#   then linear decay to 0; mIoU on the 50 held-out images is evaluated once, at the end.
+#   `tools/demo.py --max-iters N` rescales the schedule.
+# - Threads: tools/demo.py and tools/run_demo.sh set OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads made a
+#   step 4-5x slower when other processes share the 2 cores).
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
@@ -102,15 +105,19 @@ model = dict(
         num_classes=5,
         norm_cfg=norm_cfg,
         align_corners=False,
-        # Background covers ~63% of the pixels: weigh classes by sqrt(inverse frequency) so that the rarer
-        # object classes (7-11% each) are learnt early, which is what mIoU rewards.
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True,
-                         class_weight=[0.56, 1.43, 1.36, 1.67, 1.49])),
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True),
+        # PyTorch's default init for the classifier instead of mmseg's N(0, 0.01): from scratch, with 63%
+        # background pixels and a short schedule, the tiny init let whole object classes collapse (never
+        # predicted after 300 iterations: mIoU 0.41 vs 0.79 with this init, same data and seed).
+        init_cfg=dict(type='Kaiming', a=5 ** 0.5, mode='fan_in', nonlinearity='leaky_relu',
+                      distribution='uniform', bias=0, override=dict(name='conv_seg'))),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
 # ----------------------------------------------------------------------------- schedule
-max_iters = 600
+# 300 iterations x 8 images (8 epochs): ~0.85 s per iteration on a quiet 2-core machine, i.e. ~4.5 min of
+# training + evaluation; mIoU ~0.8 against ~0.13 for the majority-class baseline.
+max_iters = 300
 warmup_iters = 50
 optim_wrapper = dict(
     type='OptimWrapper',

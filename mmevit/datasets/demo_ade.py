@@ -22,7 +22,7 @@ class       shape                               texture
 background  the rest of the image               smooth low-frequency colour noise
 disk        circle (radius 18-39 px)            flat colour with fine pixel speckle
 rectangle   rotated rectangle (sides 34-78 px)  checkerboard of two colours (6-10 px cells)
-triangle    triangle (circumradius 28-50 px)    polka dots of two colours (6-9 px grid)
+triangle    triangle (circumradius 28-50 px)    two-colour camouflage blobs (about 3-5 px)
 stripes     rotated ellipse (72-112 x 28-48)    stripes of two colours (5-9 px period, any angle)
 ==========  ==================================  ==================================================
 
@@ -129,12 +129,11 @@ def _texture(rng, label, size, yy, xx) -> np.ndarray:
         a = rng.uniform(0, np.pi)
         on = ((xx * np.cos(a) + yy * np.sin(a)) / period % 1.0) < 0.5
     elif label == TRI:
-        # polka dots: discs of radius ~period/4 on a square grid
-        period = rng.uniform(6, 9)
-        oy, ox = rng.uniform(0, period, size=2)
-        dy = (yy + oy) % period - period / 2
-        dx = (xx + ox) % period - period / 2
-        on = dy * dy + dx * dx <= (period * 0.3) ** 2
+        # camouflage: two-colour blobs from thresholded mid-frequency noise (not periodic, unlike the others)
+        grid = int(rng.integers(12, 20))
+        noise = cv2.resize(rng.standard_normal((grid, grid)).astype(np.float32), (size, size),
+                           interpolation=cv2.INTER_CUBIC)
+        on = noise > 0
     else:
         raise ValueError(label)
     return np.where(on[..., None], c1, c2)

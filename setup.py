@@ -1,4 +1,5 @@
 """mmevit: efficient vision transformers for OpenMMLab 2.x dense prediction."""
+import os
 import os.path as osp
 import shutil
 
@@ -38,7 +39,6 @@ def add_mim_extension() -> None:
             (shutil.copytree if osp.isdir(src) else shutil.copyfile)(src, dst)
 
 
-import os  # noqa: E402
 
 if __name__ == '__main__':
     add_mim_extension()

@@ -57,11 +57,11 @@ def _build_classifier(backbone: dict, head: dict, state_dict: Mapping[str, torch
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    from .engine.convert import convert_official_to_classifier
+    from .engine.convert import convert_for_model
     # mmpretrain's registry follows the current default scope: pin it, whatever the caller set.
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=head))
-    state = convert_official_to_classifier(state_dict, model.backbone)
+    state, _ = convert_for_model(state_dict, model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise KeyError(f'official checkpoint does not match the converted model: missing {missing}, '

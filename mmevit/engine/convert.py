@@ -65,20 +65,6 @@ def convert_head(state_dict: Mapping[str, torch.Tensor], own_keys: Mapping[str, 
     return out
 
 
-def convert_official_to_classifier(state_dict: Mapping[str, torch.Tensor], backbone: SkipAtViT,
-                                   head_prefix: str = 'head.layers.') -> StateDict:
-    """Official SkipAt/timm classifier -> mmpretrain ``ImageClassifier`` keys (``backbone.*`` and
-    ``VisionTransformerClsHead``'s ``head.layers.head.*`` / ``head.layers.pre_logits.*``)."""
-    state = toolbox_free_state(state_dict)
-    out = {'backbone.' + k: v for k, v in convert_backbone(state, backbone).items()}
-    for k, v in state.items():
-        if k.startswith('head.'):
-            out[head_prefix + 'head.' + k[len('head.'):]] = v
-        elif k.startswith('pre_logits.fc.'):
-            out[head_prefix + 'pre_logits.' + k[len('pre_logits.fc.'):]] = v
-    return out
-
-
 def convert_for_model(checkpoint: Mapping, model: nn.Module) -> Tuple[StateDict, List[str]]:
     """Convert a bare ViT checkpoint for a toolbox model whose ``backbone`` is a ``SkipAtViT``.
 

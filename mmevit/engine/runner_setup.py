@@ -119,8 +119,6 @@ def cpu_fallback_for_amp(cfg: Config) -> bool:
 
 def set_launcher(cfg: Config, launcher: str) -> None:
     cfg.launcher = launcher
-    if launcher != 'none' and 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = '0'
 
 
 def enable_show_dir(cfg: Config, show_dir: str) -> None:

@@ -124,21 +124,12 @@ def majority_baseline(train_labels: Iterable[np.ndarray], val_labels: Iterable[n
 
 
 def dataset_labels(dataset) -> Iterable[np.ndarray]:
-    """Training-id label maps of an mmseg dataset, read the way its LoadAnnotations reads them."""
-    from PIL import Image
-    reduce_zero = bool(getattr(dataset, 'reduce_zero_label', False))
+    """Training-id label maps of an mmseg dataset, loaded by mmseg's own ``LoadAnnotations`` (which applies
+    the dataset's ``reduce_zero_label`` and ``label_map``)."""
+    from mmseg.datasets.transforms import LoadAnnotations
+    load = LoadAnnotations()
     for i in range(len(dataset)):
-        info = dataset.get_data_info(i)
-        lab = np.asarray(Image.open(info['seg_map_path'])).astype(np.int64)
-        if reduce_zero:
-            lab = np.where(lab == 0, IGNORE_INDEX, lab - 1)
-        label_map = info.get('label_map')
-        if label_map:
-            mapped = lab.copy()
-            for old, new in label_map.items():
-                mapped[lab == old] = new
-            lab = mapped
-        yield lab
+        yield load(dict(dataset.get_data_info(i)))['gt_seg_map'].astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- panels

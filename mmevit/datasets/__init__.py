@@ -4,7 +4,7 @@ The demo config loads it with mmseg's own ``BaseSegDataset`` (classes and palett
 nothing here needs mmseg.
 """
 from .demo_ade import (CLASSES as DEMO_CLASSES, PALETTE as DEMO_PALETTE, ensure_demo_ade, generate_demo_ade,
-                       read_manifest, reduce_zero_label, render_sample)
+                       read_manifest, render_sample)
 
 __all__ = ['DEMO_CLASSES', 'DEMO_PALETTE', 'ensure_demo_ade', 'generate_demo_ade', 'read_manifest',
-           'reduce_zero_label', 'render_sample']
+           'render_sample']

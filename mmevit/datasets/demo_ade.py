@@ -259,17 +259,5 @@ def ensure_demo_ade(root: str, **kwargs) -> Tuple[dict, bool]:
     return generate_demo_ade(root, **kwargs), True
 
 
-def load_annotation(path: str) -> np.ndarray:
-    return np.asarray(Image.open(path))
-
-
-def reduce_zero_label(ann: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """mmseg's ``reduce_zero_label``: 0 -> ignore_index, v -> v - 1."""
-    out = ann.astype(np.int64) - 1
-    out[ann == 0] = ignore_index
-    return out
-
-
 __all__: Sequence[str] = ('CLASSES', 'PALETTE', 'IGNORE_LABEL', 'MANIFEST', 'render_sample', 'sample_rng',
-                          'sample_paths', 'generate_demo_ade', 'ensure_demo_ade', 'read_manifest',
-                          'load_annotation', 'reduce_zero_label')
+                          'sample_paths', 'generate_demo_ade', 'ensure_demo_ade', 'read_manifest')

@@ -1,8 +1,10 @@
-"""mmevit: efficient vision transformers (SkipAt, LIT, Evo-ViT) and denoisers for OpenMMLab 2.x.
+"""mmevit: efficient vision transformers for OpenMMLab 2.x dense prediction.
 
 ``import mmevit`` applies the torch 2.14 / numpy 2 compatibility shims (``mmevit.compat``), registers our
-models into mmevit's registry and into each installed toolbox (mmseg, mmdet, mmpretrain), and exposes
-``from_official`` for parity with the official implementations.
+models into mmevit's registries and exports the backbones into each installed toolbox (mmseg, mmdet,
+mmpretrain), and exposes ``from_official`` for parity with the official implementations. The families that
+exist are those in ``mmevit.models.backbones`` (and ``mmevit.models.denoisers``), listed by
+``sorted(mmevit.official.OFFICIAL_BUILDERS)``.
 """
 from . import compat
 from .version import __version__

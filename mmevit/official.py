@@ -1,23 +1,58 @@
 """``from_official(name, arch, state_dict)``: our equivalent of an official model, weights converted.
 
-``arch`` is the official constructor's kwargs exactly as the parity fixtures store them; the returned
-model is in eval mode and its call on the official input returns what the official forward returns.
+``arch`` is the official constructor's kwargs exactly as the parity fixtures store them; the returned model
+is in eval mode and its call on the official input returns what the official forward returns (logits, or
+the restored image). Each family registers its builder beside its model with
+``@register_official('<name>')``; this module knows none of them.
 """
 from typing import Any, Callable, Dict, Mapping
 
 import torch
 from torch import nn
 
-from .models.backbones.skipat_vit import DEFAULT_SKIP_INDICES
-
-# Official kwargs that only matter for training or are fixed by the official class.
-_SKIPAT_IGNORED = {'drop_rate', 'attn_drop_rate', 'drop_path_rate', 'weight_init', 'embed_layer'}
-_SKIPAT_KNOWN = {'img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads',
-                 'mlp_ratio', 'qkv_bias', 'representation_size', 'distilled', 'norm_layer', 'act_layer',
-                 'skip_indices'} | _SKIPAT_IGNORED
+OfficialBuilder = Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]
+OFFICIAL_BUILDERS: Dict[str, OfficialBuilder] = {}
 
 
-def _norm_eps(norm_layer: Any, default: float) -> float:
+def register_official(name: str) -> Callable[[OfficialBuilder], OfficialBuilder]:
+    """Decorator: ``fn(arch, state_dict) -> model`` builds our equivalent of the official ``name`` model."""
+
+    def decorate(fn: OfficialBuilder) -> OfficialBuilder:
+        if name in OFFICIAL_BUILDERS and OFFICIAL_BUILDERS[name] is not fn:
+            raise KeyError(f'register_official: {name!r} is already registered')
+        OFFICIAL_BUILDERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def from_official(name: str, arch: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Build our equivalent of the official ``name`` model with ``arch`` kwargs and load ``state_dict``.
+
+    Args:
+        name: A registered official model (``sorted(mmevit.official.OFFICIAL_BUILDERS)``).
+        arch: The official constructor kwargs, as stored in the parity fixtures.
+        state_dict: The official model's ``state_dict()`` (keys exactly as the official code names them).
+    Returns:
+        The model in eval mode; ``model(x)`` returns what the official forward returns.
+    """
+    if name not in OFFICIAL_BUILDERS:
+        raise ValueError(f'from_official: unknown model {name!r}; expected one of {sorted(OFFICIAL_BUILDERS)}')
+    if not isinstance(arch, Mapping):
+        raise TypeError(f'from_official: arch must be a dict of the official constructor kwargs, got '
+                        f'{type(arch).__name__}')
+    return OFFICIAL_BUILDERS[name](arch, state_dict)
+
+
+def check_kwargs(arch: Mapping, known: set, what: str) -> None:
+    """Refuse official kwargs a builder does not know (a silent wrong model is worse than an error)."""
+    unknown = set(arch) - set(known)
+    if unknown:
+        raise ValueError(f'unknown {what} kwargs: {sorted(unknown)} (known: {sorted(known)})')
+
+
+def norm_eps(norm_layer: Any, default: float) -> float:
+    """The epsilon of a fixture's ``norm_layer`` (``{'type': 'LayerNorm', 'eps': ...}`` or ``None``)."""
     if norm_layer is None:
         return default
     if isinstance(norm_layer, Mapping) and norm_layer.get('type') == 'LayerNorm':
@@ -25,70 +60,26 @@ def _norm_eps(norm_layer: Any, default: float) -> float:
     raise ValueError(f'unsupported norm_layer {norm_layer!r}: only LayerNorm ({{"type": "LayerNorm", "eps": ...}})')
 
 
-def _skipat_vit(arch: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """``VisionTransformerSkipAt(**arch)`` -> mmpretrain ``ImageClassifier(SkipAtViT, VisionTransformerClsHead)``."""
-    unknown = set(arch) - _SKIPAT_KNOWN
-    if unknown:
-        raise ValueError(f'unknown VisionTransformerSkipAt kwargs: {sorted(unknown)}')
-    if arch.get('distilled'):
-        raise ValueError('distilled=True (DeiT distillation token) is not supported by SkipAtViT')
-    if arch.get('act_layer') not in (None, 'GELU'):
-        raise ValueError(f"unsupported act_layer {arch['act_layer']!r}: SkipAt uses GELU")
-    num_classes = int(arch.get('num_classes', 1000))
-    if num_classes < 1:
-        raise ValueError('num_classes must be >= 1 (the official num_classes=0 returns features; use the '
-                         'SkipAtViT backbone directly for that)')
-    embed_dim, depth = int(arch.get('embed_dim', 768)), int(arch.get('depth', 12))
-    skip = tuple(arch.get('skip_indices', DEFAULT_SKIP_INDICES))
-    backbone = dict(
-        type='SkipAtViT',
-        arch=dict(embed_dims=embed_dim, num_layers=depth, num_heads=int(arch.get('num_heads', 12)),
-                  feedforward_channels=int(embed_dim * float(arch.get('mlp_ratio', 4.)))),
-        img_size=arch.get('img_size', 224), patch_size=int(arch.get('patch_size', 16)),
-        in_channels=int(arch.get('in_chans', 3)), skip_indices=skip, phi_chain='continue',
-        qkv_bias=bool(arch.get('qkv_bias', True)), norm_eps=_norm_eps(arch.get('norm_layer'), 1e-6),
-        out_type='cls_token', final_norm=True)
-    head = dict(type='VisionTransformerClsHead', num_classes=num_classes, in_channels=embed_dim,
-                hidden_dim=arch.get('representation_size'))
-    return _build_classifier(backbone, head, state_dict)
-
-
-def _build_classifier(backbone: dict, head: dict, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-
-    from .engine.convert import convert_for_model
-    # mmpretrain's registry follows the current default scope: pin it, whatever the caller set.
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=head))
+def load_converted(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Convert an official state dict for ``model`` through the family-agnostic path, load it strictly
+    (every key of the model must come from the checkpoint) and return the model in eval mode."""
+    from .engine.convert import check_state_dict, convert_for_model
     state, _ = convert_for_model(state_dict, model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise KeyError(f'official checkpoint does not match the converted model: missing {missing}, '
-                       f'unexpected {unexpected}')
+    check_state_dict(state, model, source='official state dict')
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 
-_BUILDERS: Dict[str, Callable[[Mapping, Mapping], nn.Module]] = {
-    'skipat_vit': _skipat_vit,
-}
-# Families that have official fixtures but whose port is tracked in later issues.
-_PLANNED = ('lit_ti', 'lit', 'evo_deit', 'evo_levit', 'uformer')
+def build_classifier(backbone: dict, head: dict, state_dict: Mapping[str, torch.Tensor],
+                     neck: dict = None) -> nn.Module:
+    """mmpretrain ``ImageClassifier(backbone, neck, head)`` with an official state dict loaded strictly."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
 
-
-def from_official(name: str, arch: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Build our equivalent of the official ``name`` model with ``arch`` kwargs and load ``state_dict``.
-
-    Args:
-        name: ``skipat_vit`` (ported); ``lit_ti``, ``lit``, ``evo_deit``, ``evo_levit``, ``uformer`` are
-            not ported yet and raise ``ValueError`` saying so.
-        arch: The official constructor kwargs, as stored in the parity fixtures.
-        state_dict: The official model's ``state_dict()`` (keys exactly as the official code names them).
-    Returns:
-        The model in eval mode; ``model(x)`` returns what the official forward returns.
-    """
-    if name in _BUILDERS:
-        return _BUILDERS[name](arch, state_dict)
-    if name in _PLANNED:
-        raise ValueError(f'from_official: {name!r} is not ported yet (ported: {sorted(_BUILDERS)})')
-    raise ValueError(f'from_official: unknown model {name!r}; expected one of {sorted(_BUILDERS) + list(_PLANNED)}')
+    # mmpretrain's registry follows the current default scope: pin it, whatever the caller set.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        cfg = dict(type='ImageClassifier', backbone=backbone, head=head)
+        if neck is not None:
+            cfg['neck'] = neck
+        model = MODELS.build(cfg)
+    return load_converted(model, state_dict)

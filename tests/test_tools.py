@@ -1,4 +1,4 @@
-"""End-to-end tests of tools/train.py, tools/test.py and tools/model_converters/skipat2mmevit.py on a tiny
+"""End-to-end tests of tools/train.py and tools/test.py on a tiny
 mmseg SkipAt-UPerNet (64x64 ADE20K-layout images) and an mmpretrain classifier shaped like the official
 SkipAt fixture. Every run is a subprocess, as a user would start it."""
 import glob
@@ -241,108 +241,7 @@ def test_test_converts_official_classifier(fixtures_dir, tmp_path):
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_convert_for_model_containers_and_heads(fixtures_dir, tmp_path):
-    from mmevit.engine import convert_for_model
-    fx = _load_fixture(fixtures_dir)
-    make_cls_data(str(tmp_path / 'cls'), num=1, size=160)
-    model = _build(write_cls_config(tmp_path, img_size=160))
-    sd = {'module.' + k: v for k, v in fx['state_dict'].items()}
-    state, dropped = convert_for_model({'state_dict_ema': sd}, model)
-    missing, unexpected = model.load_state_dict(state, strict=True)
-    assert not missing and not unexpected
-    assert state['head.layers.head.weight'] is fx['state_dict']['head.weight']
-    # The unused attention of skipped blocks is dropped, and named.
-    assert 'blocks.3.attn.qkv.weight' in dropped and 'blocks.2.attn.qkv.weight' not in dropped
-    assert all(k.startswith(('blocks.3.', 'blocks.4.', 'blocks.5.', 'blocks.6.', 'blocks.7.', 'blocks.8.'))
-               for k in dropped)
-
-
-def test_convert_for_model_rejects_other_backbones(fixtures_dir):
-    from mmevit.engine import convert_for_model
-    fx = _load_fixture(fixtures_dir)
-    with pytest.raises(TypeError, match='backbone is SkipAtViT'):
-        convert_for_model(fx['state_dict'], torch.nn.Linear(2, 2))
-
-
-# ----------------------------------------------------------------------------------- skipat2mmevit.py
-def _converter():
-    spec = importlib.util.spec_from_file_location(
-        'skipat2mmevit', osp.join(TOOLS, 'model_converters', 'skipat2mmevit.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_converter_cli_backbone_round_trip(fixtures_dir, tmp_path):
-    from mmevit.models.backbones.skipat_vit import SkipAtViT
-    fx = _load_fixture(fixtures_dir)
-    src = str(tmp_path / 'official.pth')
-    torch.save({'model': fx['state_dict']}, src)
-    dst = str(tmp_path / 'skipat_backbone.pth')
-    proc = run_tool(['model_converters/skipat2mmevit.py', src, dst])
-    # 6 skipped blocks x (norm1, attn.qkv, attn.proj) x (weight, bias) + the classifier head = 38
-    assert 'dropped 38 keys' in proc.stdout and 'blocks.3.attn.qkv.weight' in proc.stdout
-    assert 'head.weight' in proc.stdout  # backbone mode drops the classifier, by name
-    ckpt = compat.torch_load(dst)  # weights_only: plain data
-    meta = ckpt['meta']
-    assert meta['source_format'] == 'official' and tuple(meta['backbone']['skip_indices']) == (3, 4, 5, 6, 7, 8)
-    kwargs = {k: v for k, v in meta['backbone'].items() if k != 'type'}
-    kwargs['arch'] = dict(kwargs['arch'], num_heads=fx['arch']['num_heads'])
-    backbone = SkipAtViT(**kwargs, out_indices=tuple(range(12)), out_type='raw').eval()
-    backbone.load_state_dict(ckpt['state_dict'], strict=True)
-    with torch.no_grad():
-        outs = backbone(fx['input'])
-    # Official block outputs (stored before the final norm); ours apply the norm after the last block.
-    for i in range(11):
-        torch.testing.assert_close(outs[i], fx['extra']['block_outputs'][i], rtol=1e-4, atol=1e-4)
-
-
-def test_converter_classifier_matches_official_logits(fixtures_dir, tmp_path):
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-    fx = _load_fixture(fixtures_dir)
-    src = str(tmp_path / 'official.pth')
-    torch.save({'state_dict': fx['state_dict']}, src)
-    dst = str(tmp_path / 'skipat_cls.pth')
-    assert _converter().main([src, dst, '--model', 'classifier']) == 0
-    ckpt = compat.torch_load(dst)
-    meta = ckpt['meta']
-    backbone = dict(meta['backbone'], arch=dict(meta['backbone']['arch'], num_heads=fx['arch']['num_heads']),
-                    out_type='cls_token')
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=meta['head'])).eval()
-    model.load_state_dict(ckpt['state_dict'], strict=True)
-    with torch.no_grad():
-        logits = model(fx['input'], mode='tensor')
-    torch.testing.assert_close(logits, fx['output'], rtol=1e-4, atol=1e-4)
-
-
-def test_converter_refuses_to_overwrite(fixtures_dir, tmp_path, capsys):
-    fx = _load_fixture(fixtures_dir)
-    src = str(tmp_path / 'official.pth')
-    torch.save(fx['state_dict'], src)
-    dst = tmp_path / 'exists.pth'
-    dst.write_bytes(b'user data')
-    conv = _converter()
-    assert conv.main([src, str(dst)]) == 1
-    assert 'exists' in capsys.readouterr().err and dst.read_bytes() == b'user data'
-    assert conv.main([src, str(dst), '--force']) == 0
-    assert 'state_dict' in compat.torch_load(str(dst))
-
-
-def test_converter_plain_vit_and_skip_indices(fixtures_dir, tmp_path):
-    from mmevit.engine import convert_checkpoint
-    fx = _load_fixture(fixtures_dir)
-    timm_vit = {k: v for k, v in fx['state_dict'].items() if not k.startswith('param_')}
-    state, meta, dropped = convert_checkpoint(timm_vit)  # a plain ViT stays a plain ViT
-    assert meta['source_format'] == 'timm' and meta['backbone']['skip_indices'] == ()
-    assert dropped == ['head.weight', 'head.bias']
-    with pytest.raises(ValueError, match='need Phi weights'):
-        convert_checkpoint(timm_vit, skip_indices=(3, 4))
-    # Official checkpoint for a model skipping fewer blocks: the extra Phi modules are dropped by name.
-    state, meta, dropped = convert_checkpoint(fx['state_dict'], skip_indices=(3, 4))
-    assert 'param_3.linear1.0.weight' in dropped and 'blocks.3.attn.qkv.weight' in dropped
-    assert 'blocks.5.attn.qkv.weight' in state and 'blocks.4.phi.fc1.weight' in state
+# The generic conversion path and the converter CLI are tested in tests/test_convert.py.
 
 
 # ------------------------------------------------------------------------------- config edits (fast)

@@ -1,11 +1,11 @@
-"""Training/testing support shared by ``tools/``: the CPU mixed-precision optim wrapper, layer-wise lr
-decay for backbones with ``get_layer_depth``, config edits for the tools' command-line options, and
-conversion of official checkpoints for a config's model."""
-from .convert import convert_checkpoint, convert_for_model, is_bare_vit
+"""Training/testing support shared by ``tools/``: the family-agnostic checkpoint path (``convert``), the
+CPU mixed-precision optim wrapper, layer-wise lr decay for backbones with ``get_layer_depth``, and config
+edits for the tools' command-line options (``runner_setup``)."""
+from .convert import CheckpointMismatchError, check_state_dict, convert_for_model
 from .optim import LearningRateDecayOptimWrapperConstructor
 from .optim_wrapper import CPUAmpOptimWrapper
 
-__all__ = ['CPUAmpOptimWrapper', 'convert_checkpoint', 'convert_for_model', 'is_bare_vit']
+__all__ = ['CPUAmpOptimWrapper', 'CheckpointMismatchError', 'check_state_dict', 'convert_for_model']
 
 if LearningRateDecayOptimWrapperConstructor is not None:
     from .optim import BackboneLayerDecayOptimWrapperConstructor  # noqa: F401

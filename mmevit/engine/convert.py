@@ -1,27 +1,26 @@
-"""Official SkipAt / timm / mmpretrain ViT checkpoints -> mmevit model checkpoints.
+"""The one, family-agnostic checkpoint path: any supported checkpoint -> the exact keys of a model.
 
-Used by ``tools/test.py`` (an official checkpoint given for a config's model is converted on the fly) and
-``tools/model_converters/skipat2mmevit.py`` (offline conversion). The backbone part goes through
-``skipat_vit.checkpoint_filter_fn``; the classifier head is renamed for mmpretrain's heads
-(``head.*`` -> ``head.layers.head.*`` of ``VisionTransformerClsHead``, or ``head.fc.*`` of ``LinearClsHead``).
-Every source key that does not reach the result is reported by name.
+``convert_for_model(checkpoint, model)`` finds the module that converts (the model itself, or the first
+sub-module with ``convert_state_dict``, e.g. a segmentor's ``backbone`` or a denoiser's ``generator``), hands
+it the keys under its prefix, maps a classifier head through the family's ``convert_head``, and passes the
+rest (necks, decode heads, ...) through unchanged. ``check_state_dict`` then refuses anything that does not
+match the model exactly, naming every missing, unexpected and mis-shaped key. ``tools/test.py``, the
+inferencers, ``init_cfg=dict(type='Pretrained')``, ``tools/model_converters/convert.py`` and ``from_official``
+all use these two functions; nothing here knows a model family.
 """
-import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..models.backbones.skipat_vit import (DEFAULT_SKIP_INDICES, SkipAtViT, checkpoint_filter_fn,
-                                           convert_mmpretrain_vit, detect_format)
-from ..models.checkpoint import StateDict, strip_prefixes, unwrap_state_dict
+from ..models.checkpoint import StateDict, read_checkpoint, strip_prefixes, unwrap_state_dict
 
-# Official/timm classifier keys: (source prefix, candidate target prefixes in the mmpretrain model).
-_HEAD_RENAMES = (
-    ('head.', ('head.layers.head.', 'head.fc.')),
-    ('pre_logits.fc.', ('head.layers.pre_logits.',)),
-)
-_HEAD_SOURCE_PREFIXES = tuple(p for p, _ in _HEAD_RENAMES)
+
+class CheckpointMismatchError(KeyError):
+    """A converted checkpoint does not fit the model: the message lists the keys by name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it as written
+        return str(self.args[0]) if self.args else ''
 
 
 def toolbox_free_state(checkpoint: Mapping) -> StateDict:
@@ -29,173 +28,188 @@ def toolbox_free_state(checkpoint: Mapping) -> StateDict:
     return strip_prefixes(unwrap_state_dict(checkpoint), ('module.',))
 
 
-def is_bare_vit(state_dict: Mapping) -> bool:
-    """True for a ViT state dict at the top level (official SkipAt, timm, mmevit backbone, mmpretrain
-    backbone): it needs conversion before loading into a toolbox model, whose keys are ``backbone.*``."""
-    keys = list(state_dict)
-    return (not any(k.startswith(('backbone.', 'decode_head.', 'neck.')) for k in keys)
-            and any(k.startswith(('blocks.', 'param_', 'layers.')) for k in keys))
-
-
-def _dropped(source: Mapping[str, torch.Tensor], result: Mapping[str, torch.Tensor]) -> List[str]:
-    """Source keys whose tensor is in no result entry (conversions rename keys but keep tensor objects)."""
-    kept = {id(v) for v in result.values()}
-    return [k for k, v in source.items() if id(v) not in kept]
-
-
-def convert_backbone(state_dict: Mapping[str, torch.Tensor], backbone: SkipAtViT) -> StateDict:
-    """Backbone keys of ``backbone`` (no prefix), head keys excluded."""
-    body = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_SOURCE_PREFIXES)}
-    return checkpoint_filter_fn(body, backbone)
-
-
-def convert_head(state_dict: Mapping[str, torch.Tensor], own_keys: Mapping[str, torch.Size]) -> StateDict:
-    """Official/timm ``head.*`` / ``pre_logits.fc.*`` -> the first matching head of ``own_keys``
-    (name -> shape of the target model's state dict). Keys with no matching place are left out."""
-    out: StateDict = {}
-    for src_prefix, targets in _HEAD_RENAMES:
-        keys = {k: v for k, v in state_dict.items() if k.startswith(src_prefix)}
-        if not keys:
-            continue
-        for target in targets:
-            renamed = {target + k[len(src_prefix):]: v for k, v in keys.items()}
-            if all(k in own_keys and tuple(own_keys[k]) == tuple(v.shape) for k, v in renamed.items()):
-                out.update(renamed)
-                break
-    return out
+def find_converter(model: nn.Module) -> Tuple[str, nn.Module]:
+    """``(prefix, module)`` of the module that converts checkpoints for ``model``: the model itself or
+    the first sub-module (pre-order) with ``convert_state_dict``."""
+    for name, module in model.named_modules():
+        if callable(getattr(module, 'convert_state_dict', None)):
+            return (name + '.' if name else ''), module
+    raise TypeError(f'{type(model).__name__} has no mmevit backbone or network (no module with '
+                    'convert_state_dict): its checkpoints need no conversion by mmevit')
 
 
 def convert_for_model(checkpoint: Mapping, model: nn.Module) -> Tuple[StateDict, List[str]]:
-    """Convert a bare ViT checkpoint for a toolbox model whose ``backbone`` is a ``SkipAtViT``.
+    """Convert ``checkpoint`` (a container or a flat state dict) to ``model``'s keys.
 
-    Returns the model-keyed state dict and the source keys left out (e.g. an official classifier head when
-    ``model`` is a segmentor, the unused attention of skipped blocks).
+    Two source layouts are understood:
+      - a whole-model checkpoint (keys under the converting module's prefix, e.g. ``backbone.*``): those keys
+        are converted by the family, every other key passes through unchanged;
+      - a bare backbone/network checkpoint (official, timm, mmpretrain...: no prefix): its head keys
+        (the family's ``head_prefixes``) go through ``convert_head`` onto the model's head, if it has one.
+
+    Returns ``(state, dropped)``: the model-keyed state dict and the source keys deliberately left out (a
+    classifier head when the model is a segmentor, weights the family has no use for). Check the result
+    with ``check_state_dict`` before trusting it.
     """
     state = toolbox_free_state(checkpoint)
-    backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, SkipAtViT):
-        raise TypeError(f'an official SkipAt/ViT checkpoint can only be converted for a model whose backbone is '
-                        f'SkipAtViT; this model ({type(model).__name__}) has {type(backbone).__name__}')
-    own = {k: v.shape for k, v in model.state_dict().items()}
-    out = {'backbone.' + k: v for k, v in convert_backbone(state, backbone).items()}
-    out.update(convert_head(state, own))
-    return out, _dropped(state, out)
+    prefix, converter = find_converter(model)
+    dropped: List[str] = []
+    if not prefix:  # the model is the network itself: take the network part of a whole-model checkpoint
+        state, dropped = select_network(state)
+    if prefix and any(k.startswith(prefix) for k in state):
+        body = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        head: StateDict = {}
+    else:
+        head = {k: v for k, v in state.items() if k.startswith(tuple(converter.head_prefixes))}
+        body = {k: v for k, v in state.items() if k not in head}
+        rest = {}
+    converted, dropped_body = converter.convert_state_dict(body)
+    dropped += dropped_body
+    out = {prefix + k: v for k, v in converted.items()}
+    out.update(rest)
+    if head:
+        mapped = converter.convert_head(head, model_shapes(model)) if prefix else {}
+        placed = {id(v) for v in mapped.values()}
+        dropped += [k for k, v in head.items() if id(v) not in placed]
+        out.update(mapped)
+    return out, dropped
 
 
-# ---------------------------------------------------------------------- offline conversion (no config)
-def infer_backbone_cfg(state_dict: Mapping[str, torch.Tensor],
-                       skip_indices: Optional[Sequence[int]] = None) -> dict:
-    """A ``SkipAtViT`` config matching a bare ViT state dict's shapes.
+# Where OpenMMLab models keep the network an mmevit converter handles (mmseg/mmdet/mmpretrain, mmagic).
+NETWORK_PREFIXES = ('backbone.', 'generator.')
 
-    ``num_heads`` does not show in the weights: it is set to 1 (the state dict does not depend on it); set
-    the real value in your model config. ``skip_indices`` defaults to the paper's blocks for official
-    checkpoints, to the blocks holding a Phi for mmevit ones, and to ``()`` (plain ViT) otherwise.
+
+def select_network(state: StateDict, prefix: Optional[str] = None) -> Tuple[StateDict, List[str]]:
+    """The network part of a whole-model checkpoint (keys under ``prefix``, or under the first of
+    ``NETWORK_PREFIXES`` present), prefix removed, and the keys left out; a bare state dict unchanged."""
+    for p in ([prefix] if prefix else NETWORK_PREFIXES):
+        if any(k.startswith(p) for k in state):
+            return ({k[len(p):]: v for k, v in state.items() if k.startswith(p)},
+                    [k for k in state if not k.startswith(p)])
+    return state, []
+
+
+def model_shapes(model: nn.Module) -> Dict[str, torch.Size]:
+    """Key -> shape of ``model.state_dict()`` (works on the meta device)."""
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def check_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, allow_missing: bool = False,
+                     allow_unexpected: bool = False, source: str = 'checkpoint') -> None:
+    """Raise ``CheckpointMismatchError`` unless ``state`` has exactly ``model``'s keys and shapes.
+
+    ``allow_missing``/``allow_unexpected`` relax the key checks (shape mismatches always fail).
     """
-    fmt = detect_format(state_dict)
-    names = convert_mmpretrain_vit(dict(state_dict)) if fmt == 'mmpretrain' else dict(state_dict)
+    own = model_shapes(model)
+    missing = [] if allow_missing else sorted(set(own) - set(state))
+    unexpected = [] if allow_unexpected else sorted(set(state) - set(own))
+    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k])}' for k, v in state.items()
+           if k in own and tuple(v.shape) != tuple(own[k])]
+    if not (missing or unexpected or bad):
+        return
+    lines = [f'{source} does not match {type(model).__name__}:']
+    if missing:
+        lines.append(f'  missing keys ({len(missing)}): {", ".join(missing)}')
+    if unexpected:
+        lines.append(f'  unexpected keys ({len(unexpected)}): {", ".join(unexpected)}')
+    if bad:
+        lines.append(f'  shape mismatches ({len(bad)}): ' + '; '.join(bad))
+    raise CheckpointMismatchError('\n'.join(lines))
+
+
+def load_pretrained(module: nn.Module, filename: str, prefix: Optional[str] = None, logger=None) -> List[str]:
+    """``init_cfg=dict(type='Pretrained')`` for an mmevit backbone: read, select ``prefix`` (default: the
+    ``backbone.`` part of a whole-model checkpoint, if any), convert, load non-strictly and log missing and
+    unexpected keys by name. Raises when no key at all fits, naming the file."""
+    from ..models.checkpoint import load_report
+    state, _ = select_network(toolbox_free_state(read_checkpoint(filename)), prefix)
+    body = {k: v for k, v in state.items() if not k.startswith(tuple(module.head_prefixes))}
     try:
-        proj = names['patch_embed.proj.weight']
-        fc1 = names['blocks.0.mlp.fc1.weight']
-        pos = names['pos_embed']
-    except KeyError as e:
-        raise KeyError(f'not a ViT checkpoint: missing {e} (format detected: {fmt})') from None
-    dims, in_channels, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
-    depth = 1 + max(int(k.split('.')[1]) for k in names if k.startswith('blocks.'))
-    rows = pos.shape[1] - 1
-    side = math.isqrt(rows)
-    if side * side != rows:
-        raise ValueError(f'pos_embed {tuple(pos.shape)}: {rows} grid rows are not a square')
-    phi_fc1 = names.get('param_1.linear1.0.weight')
-    phi_blocks = sorted({int(k.split('.')[1]) for k in names if k.startswith('blocks.') and '.phi.' in k})
-    if phi_fc1 is None and phi_blocks:
-        phi_fc1 = names[f'blocks.{phi_blocks[0]}.phi.fc1.weight']
-    if skip_indices is None:
-        skip_indices = {'official': DEFAULT_SKIP_INDICES, 'mmevit': tuple(phi_blocks)}.get(fmt, ())
-    skip_indices = tuple(int(i) for i in skip_indices)
-    if fmt == 'mmevit' and skip_indices != tuple(phi_blocks):
-        raise ValueError(f'this mmevit checkpoint skips blocks {tuple(phi_blocks)}, not {skip_indices}')
-    if fmt == 'official' and len(skip_indices) > sum(1 for k in names if k.endswith('.linear1.0.weight')):
-        raise ValueError(f'skip_indices {skip_indices}: the official checkpoint has fewer Phi modules')
-    if skip_indices and phi_fc1 is None:
-        raise ValueError(f'skip_indices {skip_indices} need Phi weights, and a {fmt} checkpoint has none: '
-                         'a plain ViT cannot initialise the Phi modules (convert it with --skip-indices '
-                         'omitted, and let the SkipAt model initialise Phi itself)')
-    cfg = dict(type='SkipAtViT',
-               arch=dict(embed_dims=int(dims), num_layers=int(depth), num_heads=1,
-                         feedforward_channels=int(fc1.shape[0])),
-               img_size=int(side * patch), patch_size=int(patch), in_channels=int(in_channels),
-               skip_indices=skip_indices, qkv_bias='blocks.0.attn.qkv.bias' in names,
-               final_norm='norm.weight' in names, with_cls_token='cls_token' in names)
-    if phi_fc1 is not None:
-        cfg['phi_ratio'] = phi_fc1.shape[0] / dims
-    return cfg
+        converted, dropped = module.convert_state_dict(body)
+    except KeyError as e:  # the family does not recognise the format: say which file
+        raise CheckpointMismatchError(f'{filename}: {e}') from e
+    own = set(module.state_dict())
+    if not own & set(converted):
+        raise CheckpointMismatchError(
+            f'{filename}: no key fits {type(module).__name__} (checkpoint keys: {sorted(state)[:8]}...); '
+            'is it a checkpoint of this model family?')
+    load_report(module, converted, strict=False, logger=logger, source=filename)
+    return dropped
 
 
-def head_cfg(state_dict: Mapping[str, torch.Tensor], in_channels: int) -> dict:
-    """``VisionTransformerClsHead`` config for an official/timm (``head.*``) or mmpretrain
-    (``head.layers.head.*``) classifier."""
-    w = state_dict.get('head.weight', state_dict.get('head.layers.head.weight'))
-    if w is None:
-        raise KeyError('no classifier head (head.weight / head.layers.head.weight) in this checkpoint')
-    pre = state_dict.get('pre_logits.fc.weight', state_dict.get('head.layers.pre_logits.weight'))
-    return dict(type='VisionTransformerClsHead', num_classes=int(w.shape[0]), in_channels=int(in_channels),
-                hidden_dim=None if pre is None else int(pre.shape[0]))
+def convert_file_for_model(filename: str, model: nn.Module, allow_missing: bool = False
+                           ) -> Tuple[StateDict, List[str]]:
+    """Read ``filename``, convert it for ``model`` and check the result strictly (tools/test.py, the CLI)."""
+    try:
+        state, dropped = convert_for_model(read_checkpoint(filename), model)
+    except CheckpointMismatchError:
+        raise
+    except KeyError as e:  # the family does not recognise the format: say which file
+        raise CheckpointMismatchError(f'{filename}: {e}') from e
+    check_state_dict(state, model, allow_missing=allow_missing, source=filename)
+    return state, dropped
 
 
-def build_meta_backbone(cfg: dict) -> SkipAtViT:
-    kwargs = {k: v for k, v in cfg.items() if k != 'type'}
-    return SkipAtViT(**kwargs, device='meta')
+def build_from_spec(spec: str, device: str = 'meta') -> nn.Module:
+    """Build a registered model from ``'Name:key=value,key=value'`` (values as Python literals, ``dict(...)``
+    or bare words), e.g. ``SkipAtViT:arch=s`` or ``SkipAtViT:arch=dict(embed_dims=32,...),skip_indices=()``,
+    on ``device``."""
+
+    from ..registry import MODELS
+    name, _, args = spec.partition(':')
+    kwargs = {}
+    for item in filter(None, _split_top_level(args)):
+        key, eq, value = item.partition('=')
+        if not eq:
+            raise ValueError(f'model spec {spec!r}: expected key=value, got {item!r}')
+        kwargs[key.strip()] = _parse_value(value.strip())
+    if MODELS.get(name) is None:
+        raise KeyError(f'model spec {spec!r}: {name!r} is not registered in mmevit '
+                       f'(registered: {sorted(MODELS.module_dict)})')
+    with torch.device(device):
+        return MODELS.build(dict(type=name, **kwargs))
 
 
-def convert_checkpoint(checkpoint: Mapping, model: str = 'backbone',
-                       skip_indices: Optional[Sequence[int]] = None) -> Tuple[StateDict, dict, List[str]]:
-    """Offline conversion of a ViT checkpoint to mmevit keys.
-
-    Args:
-        checkpoint: A checkpoint (container or bare state dict) in official SkipAt, timm, mmpretrain or
-            mmevit format; a ``backbone.`` prefix is removed.
-        model: ``'backbone'`` (``SkipAtViT`` keys) or ``'classifier'`` (mmpretrain ``ImageClassifier`` with
-            ``VisionTransformerClsHead``: ``backbone.*`` and ``head.layers.*``).
-        skip_indices: The SkipAt model's skipped blocks (see ``infer_backbone_cfg``).
-    Returns:
-        ``(state_dict, meta, dropped)``: ``meta`` holds the backbone (and head) config the state dict loads
-        into strictly, ``dropped`` the source keys that were left out.
-    """
-    if model not in ('backbone', 'classifier'):
-        raise ValueError(f"model must be 'backbone' or 'classifier', got {model!r}")
-    state = toolbox_free_state(checkpoint)
-    if any(k.startswith('backbone.') for k in state):
-        state = {(k[len('backbone.'):] if k.startswith('backbone.') else k): v for k, v in state.items()}
-    fmt = detect_format({k: v for k, v in state.items() if not k.startswith('head.')})
-    bcfg = infer_backbone_cfg({k: v for k, v in state.items() if not k.startswith('head.')}, skip_indices)
-    backbone = build_meta_backbone(bcfg)
-    out = convert_backbone(state, backbone)
-    _check_strict(out, backbone.state_dict(), 'backbone')
-    meta = dict(source_format=fmt, model=model, backbone=bcfg)
-    if model == 'classifier':
-        hcfg = head_cfg(state, bcfg['arch']['embed_dims'])
-        meta['head'] = hcfg
-        out = {'backbone.' + k: v for k, v in out.items()}
-        for k, v in state.items():
-            if k.startswith('head.layers.'):
-                out[k] = v
-        out.update(convert_head(state, _classifier_head_shapes(hcfg)))
-    return out, meta, _dropped(state, out)
+_SPEC_CALLS = {'dict': dict, 'tuple': tuple, 'list': list}
 
 
-def _classifier_head_shapes(hcfg: dict) -> Dict[str, Tuple[int, ...]]:
-    c, n, h = hcfg['in_channels'], hcfg['num_classes'], hcfg['hidden_dim']
-    shapes = {'head.layers.head.weight': (n, h or c), 'head.layers.head.bias': (n,)}
-    if h:
-        shapes.update({'head.layers.pre_logits.weight': (h, c), 'head.layers.pre_logits.bias': (h,)})
-    return shapes
+def _parse_value(text: str):
+    """A Python literal, ``dict(...)``/``tuple(...)``/``list(...)`` of literals, or a bare word (a string)."""
+    import ast
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        node = ast.parse(text, mode='eval').body
+    except SyntaxError:
+        return text
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SPEC_CALLS:
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        return _SPEC_CALLS[node.func.id](*args, **kwargs)
+    if isinstance(node, ast.Name):
+        return text  # a bare word such as arch=s
+    raise ValueError(f'model spec value {text!r}: use Python literals or dict(...)/tuple(...)')
 
 
-def _check_strict(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], what: str) -> None:
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-           if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if missing or unexpected or bad:
-        raise KeyError(f'converted {what} does not match SkipAtViT: missing {missing}, unexpected {unexpected}, '
-                       f'shape mismatches {bad}')
+def _split_top_level(text: str) -> Sequence[str]:
+    """Split on commas outside brackets and quotes."""
+    parts, depth, cur, quote = [], 0, '', None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in '\'"':
+            quote = ch
+        elif ch in '([{':
+            depth += 1
+        elif ch in ')]}':
+            depth -= 1
+        elif ch == ',' and depth == 0:
+            parts.append(cur)
+            cur = ''
+            continue
+        cur += ch
+    parts.append(cur)
+    return parts

@@ -20,56 +20,45 @@ Differs from the official code:
   non-square grids.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger, print_log
-from mmengine.model import BaseModule
 from torch import nn
 
-from ...registry import MODELS
-from ..checkpoint import StateDict, load_report, read_checkpoint, strip_prefixes, unwrap_state_dict
-from ..layers import (Mlp, MultiheadSelfAttention, PatchEmbed, SkipAtPhi, drop_path, drop_path_rates,
+from ...official import build_classifier, check_kwargs, norm_eps, register_official
+from ...registry import register_backbone
+from ..checkpoint import StateDict
+from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, drop_path_rates,
                       resample_abs_pos_embed)
+from .base import BaseBackbone, check_indices, freeze
 
 # The paper's skipped blocks: 4-9 in 1-based counting.
 DEFAULT_SKIP_INDICES = (3, 4, 5, 6, 7, 8)
 
 
-class ViTBlock(nn.Module):
+class ViTBlock(TransformerBlock):
     """Pre-norm ViT block that also returns its MSA output (after ``proj``, before the residual)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool = True, drop: float = 0.,
                  attn_drop: float = 0., drop_path_rate: float = 0., norm_eps: float = 1e-6,
                  device=None, dtype=None) -> None:
-        super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
-        self.attn = MultiheadSelfAttention(dim, num_heads, qkv_bias, attn_drop, drop, **dd)
-        self.drop_path1 = drop_path(drop_path_rate)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
-        self.mlp = Mlp(dim, mlp_hidden, drop=drop, **dd)
-        self.drop_path2 = drop_path(drop_path_rate)
+        super().__init__(dim, mlp_hidden, MultiheadSelfAttention(dim, num_heads, qkv_bias, attn_drop, drop, **dd),
+                         drop, drop_path_rate, norm_eps, **dd)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         msa = self.attn(self.norm1(x))
-        x = x + self.drop_path1(msa)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x, msa
+        return self.forward_mlp(x + self.drop_path1(msa)), msa
 
 
-class SkipAtBlock(nn.Module):
+class SkipAtBlock(TransformerBlock):
     """A skipped block: the attention branch is ``cat(cls_msa, Phi(z))``; the MLP half is a ViT block's."""
 
     def __init__(self, dim: int, mlp_hidden: int, phi_hidden: int, phi_kernel: int = 5, drop: float = 0.,
                  drop_path_rate: float = 0., norm_eps: float = 1e-6, device=None, dtype=None) -> None:
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.phi = SkipAtPhi(dim, phi_hidden, phi_kernel, use_eca=True, **dd)
-        self.drop_path1 = drop_path(drop_path_rate)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
-        self.mlp = Mlp(dim, mlp_hidden, drop=drop, **dd)
-        self.drop_path2 = drop_path(drop_path_rate)
+        super().__init__(dim, mlp_hidden, None, drop, drop_path_rate, norm_eps, device=device, dtype=dtype)
+        self.phi = SkipAtPhi(dim, phi_hidden, phi_kernel, use_eca=True, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, cls_msa: torch.Tensor,
                 hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -81,13 +70,11 @@ class SkipAtBlock(nn.Module):
             The block output and this block's Phi output (the next link of the chain).
         """
         z = self.phi(z, hw_shape)
-        x = x + self.drop_path1(torch.cat([cls_msa, z], dim=1))
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x, z
+        return self.forward_mlp(x + self.drop_path1(torch.cat([cls_msa, z], dim=1))), z
 
 
-@MODELS.register_module()
-class SkipAtViT(BaseModule):
+@register_backbone()
+class SkipAtViT(BaseBackbone):
     """SkipAt Vision Transformer backbone (and the plain ViT with ``skip_indices=()``).
 
     Args:
@@ -165,7 +152,7 @@ class SkipAtViT(BaseModule):
         if phi_chain not in ('continue', 'restart'):
             raise ValueError(f"phi_chain must be 'continue' or 'restart', got {phi_chain!r}")
         self.phi_chain = phi_chain
-        self.out_indices = self._resolve_out_indices(out_indices, depth)
+        self.out_indices = check_indices(out_indices, depth)
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
         if out_type == 'cls_token' and not with_cls_token:
@@ -229,17 +216,6 @@ class SkipAtViT(BaseModule):
                              f'to reuse), got {skip_indices}')
         return idx
 
-    @staticmethod
-    def _resolve_out_indices(out_indices: Union[int, Sequence[int]], depth: int) -> Tuple[int, ...]:
-        idx = [out_indices] if isinstance(out_indices, int) else list(out_indices)
-        out = []
-        for i in idx:
-            j = i + depth if i < 0 else i
-            if not 0 <= j < depth:
-                raise ValueError(f'out_indices entry {i} is out of range for {depth} blocks')
-            out.append(j)
-        return tuple(out)
-
     def is_meta(self) -> bool:
         return self.pos_embed.device.type == 'meta'
 
@@ -264,19 +240,6 @@ class SkipAtViT(BaseModule):
                 nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ weights
-    def init_weights(self) -> None:
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            logger = MMLogger.get_current_instance()
-            ckpt = self.init_cfg.get('checkpoint')
-            if not ckpt:
-                raise ValueError("init_cfg type='Pretrained' needs a 'checkpoint' (path or URL)")
-            print_log(f'SkipAtViT: loading {ckpt}', logger=logger)
-            state = checkpoint_filter_fn(read_checkpoint(ckpt), self, prefix=self.init_cfg.get('prefix'))
-            load_report(self, state, strict=False, logger=logger, source=ckpt)
-            self._is_init = True
-        else:
-            super().init_weights()
-
     def _prepare_pos_embed(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Load hook: resample a checkpoint's ``pos_embed`` grid to this model's pre-training grid."""
         name = prefix + 'pos_embed'
@@ -299,15 +262,11 @@ class SkipAtViT(BaseModule):
             return
         if self.frozen_stages > self.num_layers:
             raise ValueError(f'frozen_stages {self.frozen_stages} > num_layers {self.num_layers}')
-        frozen = [self.patch_embed, self.drop_after_pos, *self.blocks[:self.frozen_stages]]
-        if self.frozen_stages == self.num_layers and self.norm is not None:
+        frozen = [self.patch_embed, self.drop_after_pos, self.pos_embed, self.cls_token,
+                  *self.blocks[:self.frozen_stages]]
+        if self.frozen_stages == self.num_layers:
             frozen.append(self.norm)
-        self.pos_embed.requires_grad_(False)
-        if self.cls_token is not None:
-            self.cls_token.requires_grad_(False)
-        for m in frozen:
-            m.eval()
-            m.requires_grad_(False)
+        freeze(frozen)
 
     def train(self, mode: bool = True) -> 'SkipAtViT':
         super().train(mode)
@@ -328,6 +287,9 @@ class SkipAtViT(BaseModule):
         if name.startswith('blocks.'):
             return int(name.split('.')[1]) + 1, num_layers
         return num_layers - 1, num_layers
+
+    def convert_state_dict(self, state_dict: StateDict) -> Tuple[StateDict, List[str]]:
+        return convert_skipat_state_dict(state_dict, self)
 
     def no_weight_decay(self) -> set:
         return {'pos_embed', 'cls_token'}
@@ -448,31 +410,54 @@ def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
     return out
 
 
-def checkpoint_filter_fn(checkpoint: dict, model: SkipAtViT, prefix: Optional[str] = None) -> StateDict:
-    """Turn any supported ViT checkpoint into ``model``'s backbone keys.
+def convert_skipat_state_dict(source: StateDict, model: SkipAtViT) -> Tuple[StateDict, List[str]]:
+    """Any supported ViT state dict (official SkipAt, timm/DeiT, mmpretrain/mmseg, mmevit) -> ``model``'s keys.
 
-    Unwraps the container, strips ``module.`` and a toolbox prefix (``backbone.`` by default, or
-    ``prefix``), converts by format, drops what a backbone has no place for (classifier heads, DeiT's
-    ``dist_token``, the unused attention of skipped blocks), and leaves ``pos_embed`` resizing to the load hook.
+    Drops what the backbone has no place for (DeiT's ``dist_token``, the unused attention of skipped blocks,
+    official Phis beyond ``len(skip_indices)``, ``norm.*`` without a final norm) and resizes ``pos_embed`` to
+    the model's pre-training grid (so that shape checks before loading see the result).
     """
-    state = strip_prefixes(unwrap_state_dict(checkpoint), ('module.',))
-    pre = prefix or 'backbone.'
-    if any(k.startswith(pre) for k in state):
-        state = {k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}
-    fmt = detect_format(state)
-    if fmt == 'official':
+    fmt = detect_format(source)
+    state = convert_mmpretrain_vit(source) if fmt == 'mmpretrain' else dict(source)
+    if fmt != 'mmevit':
+        # Official SkipAt, or a plain ViT initialising a SkipAt model: skipped blocks have no attention.
         state = convert_official_skipat(state, model.skip_indices)
-    elif fmt == 'mmpretrain':
-        state = convert_mmpretrain_vit(state)
-    if fmt in ('timm', 'mmpretrain'):
-        # A plain ViT initialising a SkipAt model: the skipped blocks have no attention to load into.
-        state = convert_official_skipat(state, model.skip_indices)
-    own = set(model.state_dict())
-    dropped = [k for k in state if k not in own and k.split('.')[0] in ('head', 'pre_logits', 'fc_norm',
-                                                                          'head_dist', 'dist_token')]
-    for k in dropped:
-        del state[k]
-    if model.norm is None:
-        state = {k: v for k, v in state.items() if not k.startswith('norm.')}
-    model._prepare_pos_embed(state, '')  # resize here so that shape checks before loading see the result
-    return state
+    state = {k: v for k, v in state.items()
+             if k.split('.')[0] != 'dist_token' and not (model.norm is None and k.startswith('norm.'))}
+    # Renaming keeps tensor objects: a source tensor absent from the result was left out on purpose.
+    kept = {id(v) for v in state.values()}
+    dropped = [k for k, v in source.items() if id(v) not in kept]
+    model._prepare_pos_embed(state, '')
+    return state, dropped
+
+
+@register_official('skipat_vit')
+def skipat_vit_from_official(arch: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``VisionTransformerSkipAt(**arch)`` -> mmpretrain ``ImageClassifier(SkipAtViT, VisionTransformerClsHead)``."""
+    check_kwargs(arch, _OFFICIAL_KNOWN, 'VisionTransformerSkipAt')
+    if arch.get('distilled'):
+        raise ValueError('distilled=True (DeiT distillation token) is not supported by SkipAtViT')
+    if arch.get('act_layer') not in (None, 'GELU'):
+        raise ValueError(f"unsupported act_layer {arch['act_layer']!r}: SkipAt uses GELU")
+    num_classes = int(arch.get('num_classes', 1000))
+    if num_classes < 1:
+        raise ValueError('num_classes must be >= 1 (the official num_classes=0 returns features; use the '
+                         'SkipAtViT backbone directly for that)')
+    embed_dim, depth = int(arch.get('embed_dim', 768)), int(arch.get('depth', 12))
+    backbone = dict(
+        type='SkipAtViT',
+        arch=dict(embed_dims=embed_dim, num_layers=depth, num_heads=int(arch.get('num_heads', 12)),
+                  feedforward_channels=int(embed_dim * float(arch.get('mlp_ratio', 4.)))),
+        img_size=arch.get('img_size', 224), patch_size=int(arch.get('patch_size', 16)),
+        in_channels=int(arch.get('in_chans', 3)), skip_indices=tuple(arch.get('skip_indices', DEFAULT_SKIP_INDICES)),
+        phi_chain='continue', qkv_bias=bool(arch.get('qkv_bias', True)),
+        norm_eps=norm_eps(arch.get('norm_layer'), 1e-6), out_type='cls_token', final_norm=True)
+    head = dict(type='VisionTransformerClsHead', num_classes=num_classes, in_channels=embed_dim,
+                hidden_dim=arch.get('representation_size'))
+    return build_classifier(backbone, head, state_dict)
+
+
+# Official kwargs: those that only matter for training are accepted and ignored.
+_OFFICIAL_KNOWN = {'img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads',
+                   'mlp_ratio', 'qkv_bias', 'representation_size', 'distilled', 'norm_layer', 'act_layer',
+                   'skip_indices', 'drop_rate', 'attn_drop_rate', 'drop_path_rate', 'weight_init', 'embed_layer'}

@@ -1,0 +1,51 @@
+"""The plain pre-norm transformer block: ``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``.
+
+Key names are timm's (``norm1``, ``attn``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``), which official SkipAt, LIT
+and Evo-ViT checkpoints share. ``attn=None`` gives the attention-free block (``norm1``/``attn`` absent): LIT's
+MLP blocks and SkipAt's skipped blocks, which replace the attention branch by their own.
+"""
+from typing import Optional, Type
+
+import torch
+from torch import nn
+
+from .drop import drop_path
+from .mlp import Mlp
+
+
+class TransformerBlock(nn.Module):
+    """Args:
+        dim: Token width.
+        mlp_hidden: MLP hidden width.
+        attn: The token mixer (called on ``norm1(x)``), or ``None`` for a block without attention branch.
+        drop: Dropout inside the MLP.
+        drop_path_rate: Stochastic depth of both residual branches.
+        norm_eps: LayerNorm epsilon.
+        act_layer: MLP activation class.
+    """
+
+    def __init__(self, dim: int, mlp_hidden: int, attn: Optional[nn.Module] = None, drop: float = 0.,
+                 drop_path_rate: float = 0., norm_eps: float = 1e-6, act_layer: Type[nn.Module] = nn.GELU,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if attn is not None:
+            self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+            self.attn = attn
+        self.drop_path1 = drop_path(drop_path_rate)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = Mlp(dim, mlp_hidden, act_layer=act_layer, drop=drop, **dd)
+        self.drop_path2 = drop_path(drop_path_rate)
+
+    @property
+    def has_attn(self) -> bool:
+        return hasattr(self, 'attn')
+
+    def forward_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward half: ``x + drop_path(mlp(norm2(x)))``."""
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
+        if self.has_attn:
+            x = x + self.drop_path1(self.attn(self.norm1(x), **attn_kwargs))
+        return self.forward_mlp(x)

@@ -2,6 +2,7 @@
 import os.path as osp
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
@@ -9,6 +10,7 @@ from mmengine.registry import DefaultScope
 import mmevit  # noqa: F401
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+pytestmark = pytest.mark.e2e
 
 
 def save_checkpoint(cfg: Config, scope: str, path, dataset_meta: dict) -> Config:

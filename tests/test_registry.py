@@ -41,6 +41,7 @@ def test_builds_by_bare_name_in_toolbox_registry(toolbox):
     assert [tuple(o.shape) for o in outs] == [(1, 32, 2, 3)] * 2
 
 
+@pytest.mark.e2e
 def test_builds_from_config_with_custom_imports(tmp_path):
     """A fresh process: only the config's custom_imports imports mmevit; the Runner-style build in each
     toolbox's default scope finds SkipAtViT by its bare name."""
@@ -67,6 +68,7 @@ def test_builds_from_config_with_custom_imports(tmp_path):
     assert result == {tb: 'mmevit.models.backbones.skipat_vit.SkipAtViT' for tb in TOOLBOXES}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('missing', [('mmdet',), TOOLBOXES], ids='+'.join)
 def test_import_with_missing_toolbox(missing):
     """A toolbox that cannot be imported is skipped; the others still get SkipAtViT."""
@@ -83,6 +85,31 @@ def test_import_with_missing_toolbox(missing):
     result = json.loads(run_python(code).stdout.strip().splitlines()[-1])
     present = sorted(set(TOOLBOXES) - set(missing))
     assert result == dict(registered=present, ok={t: True for t in present}, built='SkipAtViT')
+
+
+def test_only_exported_classes_reach_the_toolboxes():
+    """Backbones go to every toolbox; a class registered in mmevit's MODELS alone (a restoration loss named
+    like mmdet's L1Loss) stays in mmevit's scope, and the child registries are mmevit's."""
+    from mmevit import registry
+
+    @registry.MODELS.register_module(name='L1Loss')
+    class RestorationL1(torch.nn.Module):
+        pass
+
+    try:
+        done = registry.register_into_toolboxes()
+        for toolbox in TOOLBOXES:
+            assert 'SkipAtViT' in done[toolbox] and 'L1Loss' not in done[toolbox]
+        from mmdet.registry import MODELS as DET
+        assert DET.get('L1Loss') is not RestorationL1 and DET.get('L1Loss').__module__.startswith('mmdet')
+        assert registry.MODELS.get('L1Loss') is RestorationL1
+    finally:
+        registry.MODELS.module_dict.pop('L1Loss')
+    for reg in (registry.DATASETS, registry.TRANSFORMS, registry.METRICS, registry.HOOKS, registry.DATA_SAMPLERS,
+                registry.VISUALIZERS):
+        assert reg.scope == 'mmevit' and reg.parent is not None
+    with pytest.raises(ValueError, match='unknown toolboxes'):
+        registry.export_to('mmagic2')
 
 
 # ------------------------------------------------------------------------- the toolboxes' own train.py
@@ -113,6 +140,7 @@ def write_image(path, h: int, w: int, seed: int = 0) -> None:
     cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
+@pytest.mark.e2e
 def test_mmseg_train_script(tmp_path):
     import cv2
     root = tmp_path / 'ade'
@@ -143,6 +171,7 @@ def test_mmseg_train_script(tmp_path):
     """, 'iter_2.pth')
 
 
+@pytest.mark.e2e
 def test_mmdet_train_script(tmp_path, tiny_retinanet_config):
     root = tmp_path / 'coco'
     images, annotations = [], []
@@ -170,6 +199,7 @@ def test_mmdet_train_script(tmp_path, tiny_retinanet_config):
     """, 'epoch_1.pth')
 
 
+@pytest.mark.e2e
 def test_mmpretrain_train_script(tmp_path):
     root = tmp_path / 'folders'
     for c in ('cat', 'dog'):

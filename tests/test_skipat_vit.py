@@ -169,7 +169,7 @@ def test_custom_arch_and_errors():
         tiny(TINY, out_type='tokens')
     with pytest.raises(ValueError, match='with_cls_token'):
         tiny(TINY, with_cls_token=False, out_type='cls_token')
-    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+    with pytest.raises(ValueError, match='expected 3 input channels'):
         tiny(TINY)(torch.randn(1, 1, 32, 32))
 
 
@@ -382,3 +382,48 @@ def test_shape_mismatch_is_reported_by_name(tmp_path):
     model = tiny(TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(ValueError, match=r'blocks\.0\.mlp\.fc1\.weight'):
         model.init_weights()
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize('kwargs, err, match', [
+    (dict(out_indices=2.0), TypeError, 'out_indices'),
+    (dict(out_indices='2'), TypeError, 'out_indices'),
+    (dict(out_indices=(3, 3)), ValueError, 'out_indices must be unique'),
+    (dict(out_indices=(3, 1)), ValueError, 'increasing'),
+    (dict(skip_indices=(1.5,)), TypeError, 'skip_indices'),
+    (dict(skip_indices='34'), TypeError, 'skip_indices'),
+    (dict(arch=dict(TINY, num_heads=0)), ValueError, r"arch\['num_heads'\] must be >= 1"),
+    (dict(arch=dict(TINY, embed_dims='32')), TypeError, r"arch\['embed_dims'\] must be an int"),
+    (dict(arch=dict(TINY, feedforward_channels=-4)), ValueError, 'feedforward_channels'),
+    (dict(patch_size=0), ValueError, 'patch_size must be >= 1'),
+    (dict(img_size=8, patch_size=16), ValueError, 'img_size must be'),
+    (dict(phi_kernel=4), ValueError, 'phi_kernel must be odd'),
+    (dict(phi_ratio=0), ValueError, 'phi_ratio'),
+])
+def test_bad_arguments_are_named(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        tiny(**kwargs)
+
+
+def test_bad_inputs_are_named():
+    import numpy as np
+    model = tiny(img_size=32).eval()
+    cases = [
+        (np.zeros((1, 3, 32, 32), np.float32), TypeError, 'torch.Tensor'),
+        (torch.zeros(3, 32, 32), ValueError, '3-d tensor'),
+        (torch.zeros(1, 4, 32, 32), ValueError, 'expected 3 input channels, got 4'),
+        (torch.zeros(1, 3, 0, 0), ValueError, 'smaller than'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float16), TypeError, 'torch.autocast'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
+    ]
+    for x, err, match in cases:
+        with pytest.raises(err, match=match):
+            model(x)
+    # An empty batch and inputs smaller than one patch work (corner padding), as for mmpretrain's ViT.
+    assert [tuple(o.shape) for o in model(torch.zeros(0, 3, 32, 32))] == [(0, 32, 2, 2)]
+    assert [tuple(o.shape) for o in model(torch.zeros(1, 3, 5, 7))] == [(1, 32, 1, 1)]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16))[0]
+    assert torch.isfinite(out.float()).all()

@@ -98,6 +98,40 @@ def check_indices(indices: Union[int, Sequence[int]], num: int, name: str = 'out
     return tuple(out)
 
 
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """An int (not a bool, not a float or string) >= ``minimum``; ``TypeError``/``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f'{name} must be an int, got {value!r} ({type(value).__name__})')
+    if value < minimum:
+        raise ValueError(f'{name} must be >= {minimum}, got {value}')
+    return int(value)
+
+
+def check_image_batch(x, in_channels: int, dtype: torch.dtype, min_size: int = 1) -> None:
+    """Refuse what a backbone cannot take, with the reason: not a tensor, not (B, C, H, W), wrong channel
+    count, sides below ``min_size`` (the smallest input the model's strides/windows allow), or a dtype
+    other than the model's (integer images must be converted and normalised first; half-precision inputs
+    into an fp32 model belong under ``torch.autocast``). An empty batch is allowed."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f'expected a torch.Tensor image batch (B, {in_channels}, H, W), got {type(x).__name__}'
+                        + (' (convert with torch.from_numpy(...).permute(0, 3, 1, 2))' if hasattr(x, '__array__')
+                           else ''))
+    if x.dim() != 4:
+        raise ValueError(f'expected an image batch (B, {in_channels}, H, W), got a {x.dim()}-d tensor '
+                         f'{tuple(x.shape)}')
+    if x.shape[1] != in_channels:
+        raise ValueError(f'expected {in_channels} input channels, got {x.shape[1]} (input {tuple(x.shape)})')
+    if min(x.shape[2:]) < min_size:
+        raise ValueError(f'input {tuple(x.shape[2:])} is smaller than the {min_size}x{min_size} this model '
+                         'needs')
+    if not x.is_floating_point():
+        raise TypeError(f'expected a floating-point image batch, got {x.dtype} (convert to float and '
+                        'normalise first)')
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f'input dtype {x.dtype} does not match the model\'s {dtype}: cast the input, '
+                        f'or run under torch.autocast')
+
+
 def freeze(modules: Iterable[Union[nn.Module, nn.Parameter, None]]) -> None:
     """Put modules in eval mode and stop gradients to them (and to bare parameters)."""
     for m in modules:

@@ -20,6 +20,7 @@ Differs from the official code:
   non-square grids.
 """
 import math
+import numbers
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -31,7 +32,7 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, drop_path_rates,
                       resample_abs_pos_embed)
-from .base import BaseBackbone, check_indices, freeze
+from .base import BaseBackbone, check_image_batch, check_indices, check_int, freeze
 
 # The paper's skipped blocks: 4-9 in 1-based counting.
 DEFAULT_SKIP_INDICES = (3, 4, 5, 6, 7, 8)
@@ -144,8 +145,16 @@ class SkipAtViT(BaseBackbone):
         self.arch = self._resolve_arch(arch)
         dims, depth = self.arch['embed_dims'], self.arch['num_layers']
         self.embed_dims, self.num_layers = dims, depth
-        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.patch_size = patch_size
+        self.patch_size = check_int(patch_size, 'patch_size')
+        self.img_size = tuple(check_int(s, 'img_size') for s in
+                              ((img_size, img_size) if isinstance(img_size, numbers.Integral) else img_size))
+        if len(self.img_size) != 2 or min(self.img_size) < patch_size:
+            raise ValueError(f'img_size must be one or two ints >= patch_size ({patch_size}), got {img_size!r}')
+        self.in_channels = check_int(in_channels, 'in_channels')
+        if check_int(phi_kernel, 'phi_kernel') % 2 == 0:
+            raise ValueError(f'phi_kernel must be odd (a "same" depth-wise conv), got {phi_kernel}')
+        if not isinstance(phi_ratio, numbers.Real) or phi_ratio <= 0:
+            raise ValueError(f'phi_ratio must be a positive number, got {phi_ratio!r}')
         self.pretrain_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
 
         self.skip_indices = self._resolve_skip_indices(skip_indices, depth)
@@ -197,6 +206,8 @@ class SkipAtViT(BaseBackbone):
             return dict(self.arch_zoo[key])
         if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
             raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
+        for key in sorted(self.essential_keys):
+            check_int(arch[key], f'arch[{key!r}]')
         if arch['embed_dims'] % arch['num_heads']:
             raise ValueError(f"embed_dims {arch['embed_dims']} is not divisible by num_heads {arch['num_heads']}")
         return dict(arch)
@@ -208,7 +219,9 @@ class SkipAtViT(BaseBackbone):
                 raise ValueError(f'the default skip_indices {DEFAULT_SKIP_INDICES} (the paper\'s, for 12 blocks) '
                                  f'do not fit {depth} blocks: pass skip_indices explicitly')
             skip_indices = DEFAULT_SKIP_INDICES
-        idx = tuple(int(i) for i in skip_indices)
+        if isinstance(skip_indices, (str, bytes)) or not isinstance(skip_indices, Sequence):
+            raise TypeError(f'skip_indices must be a sequence of ints, got {skip_indices!r}')
+        idx = tuple(check_int(i, 'skip_indices entry', minimum=-depth) for i in skip_indices)
         if len(set(idx)) != len(idx) or list(idx) != sorted(idx):
             raise ValueError(f'skip_indices must be increasing and unique, got {skip_indices}')
         if idx and (idx[0] < 1 or idx[-1] >= depth):
@@ -301,6 +314,7 @@ class SkipAtViT(BaseBackbone):
         return pos if self.with_cls_token else pos[:, self.num_extra_tokens:]
 
     def forward(self, x: torch.Tensor) -> Tuple:
+        check_image_batch(x, self.in_channels, self.pos_embed.dtype)
         B = x.shape[0]
         x, hw = self.patch_embed(x)
         if self.cls_token is not None:

@@ -71,7 +71,7 @@ class SkipAtPhi(nn.Module):
             raise ValueError(f'Phi got {N} tokens for a {H}x{W} grid')
         h = F.gelu(self.fc1(x))
         # (B, H, W, C) permuted to NCHW is a channels-last view: no copy before or after the conv.
-        h = h.view(B, H, W, -1).permute(0, 3, 1, 2)
+        h = h.view(B, H, W, h.shape[-1]).permute(0, 3, 1, 2)
         h = F.gelu(self.dwconv(h))
-        h = h.permute(0, 2, 3, 1).reshape(B, N, -1)
+        h = h.permute(0, 2, 3, 1).reshape(B, N, h.shape[1])
         return self.eca(self.fc2(h))

@@ -1,4 +1,4 @@
-"""mmevit: efficient vision transformers for OpenMMLab 2.x dense prediction."""
+"""mmevit: efficient vision-transformer backbones for OpenMMLab 2.x (mmseg, mmdet, mmpretrain)."""
 import os
 import os.path as osp
 import shutil
@@ -45,7 +45,8 @@ if __name__ == '__main__':
     setup(
         name='mmevit',
         version=read_version(),
-        description='Efficient vision transformers (SkipAt, LIT, Evo-ViT) and denoisers for OpenMMLab 2.x',
+        description='Efficient vision-transformer backbones for OpenMMLab 2.x (SkipAt-ViT in mmseg, mmdet and '
+        'mmpretrain configs), with official-checkpoint conversion and parity tests',
         long_description=open(osp.join(ROOT, 'README.md')).read() if osp.exists(osp.join(ROOT, 'README.md')) else '',
         long_description_content_type='text/markdown',
         license='Apache-2.0',

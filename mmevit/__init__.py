@@ -16,6 +16,9 @@ from .official import from_official  # noqa: E402
 from .registry import MODELS, register_into_toolboxes  # noqa: E402
 
 REGISTERED_INTO = register_into_toolboxes()
+from .model_zoo import register_model_index  # noqa: E402
+
+MODEL_ZOO = register_model_index()  # our classifiers' names in mmpretrain's ModelHub (get_model, inferencers)
 
 
 def _enable_config_scope() -> None:

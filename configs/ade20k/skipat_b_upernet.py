@@ -1,4 +1,5 @@
 # SkipAt-B + UPerNet on ADE20K: skipat_s_upernet.py with the base backbone (768 channels).
+# Recipe: 8 GPUs x 2 images (batch 16), 160k iterations, 512x512 crops.
 _base_ = './skipat_s_upernet.py'
 
 embed_dims = 768

@@ -1,4 +1,5 @@
-# SkipAt-S + UPerNet on ADE20K, 512x512, 160k iterations.
+# SkipAt-S + UPerNet on ADE20K.
+# Recipe: 8 GPUs x 2 images (batch 16), 160k iterations, 512x512 crops.
 #
 # Everything but the backbone follows mmseg's ViT-B UPerNet recipe
 # (mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py): MultiLevelNeck, UPerHead + FCN auxiliary
@@ -56,8 +57,10 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
 ]
 
-# Total batch 16 = 8 GPUs x 2 images; lr 6e-5 is for that batch and is rescaled for any other.
+# Total batch 16 = 8 GPUs x 2 images; lr 6e-5 is for that batch. As in mmdet, the lr is NOT rescaled by default
+# (a run on fewer GPUs trains at the recipe's lr with a smaller batch): `tools/train.py --auto-scale-lr` scales it
+# by (real total batch) / base_batch_size.
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

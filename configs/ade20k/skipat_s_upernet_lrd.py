@@ -1,6 +1,7 @@
 # SkipAt-S + UPerNet on ADE20K with layer-wise learning-rate decay: skipat_s_upernet.py with a BEiT-style
 # fine-tuning optimizer (AdamW, wd 0.05, lr decayed by 0.9 per block towards the input; lr 1e-4 so that the middle
 # blocks train near the 6e-5 of the plain recipe).
+# Recipe: 8 GPUs x 2 images (batch 16), 160k iterations, 512x512 crops.
 #
 # The lr of a backbone parameter is lr * 0.9 ** (13 - layer): patch/pos embeddings and the cls token are layer 0,
 # block i is layer i + 1, the rest (neck, heads) layer 13 = the full lr (SkipAtViT.get_layer_depth).

@@ -1,5 +1,6 @@
 # SkipAt-S on ImageNet-1k, 224x224, 300 epochs: the DeiT recipe (as mmpretrain's deit configs implement it),
 # preprocessed as the official SkipAt checkpoints were.
+# Recipe: 8 GPUs x 128 images (batch 1024), 300 epochs, 224x224 crops.
 #
 # Train: AdamW lr 1e-3 for batch 1024 (8 GPUs x 128), wd 0.05 (none on norms, biases, cls_token, pos_embed),
 # 5 warm-up epochs then cosine to 1e-5, label smoothing 0.1, Mixup 0.8 / CutMix 1.0, RandAugment m9-mstd0.5,
@@ -7,7 +8,8 @@
 # Test: as the official validate.py (timm ViT default_cfg): bicubic resize of the short side to 248 (= 224 / 0.9),
 # centre crop 224, mean = std = 0.5 (127.5 on 0-255 RGB input).
 # The official checkpoints (see metafile.yml) hold a timm-style classifier (`head.weight`): tools/test.py converts
-# them to this model's keys (`head.layers.head.weight`, Phi moved into the skipped blocks).
+# them to this model's keys (`head.layers.head.weight`, Phi moved into the skipped blocks), and
+# tools/model_converters/convert.py writes the converted file once (the command is in metafile.yml).
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
@@ -71,7 +73,8 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
-# Total batch 1024 = 8 GPUs x 128 images; the lr is rescaled for any other total batch.
+# Total batch 1024 = 8 GPUs x 128 images; the lr is for that batch. As in mmdet, it is NOT rescaled by default:
+# `tools/train.py --auto-scale-lr` scales it by (real total batch) / base_batch_size.
 train_dataloader = dict(
     batch_size=128,
     dataset=dict(pipeline=train_pipeline),
@@ -98,4 +101,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300, convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
-auto_scale_lr = dict(enable=True, base_batch_size=1024)
+auto_scale_lr = dict(enable=False, base_batch_size=1024)

@@ -3,7 +3,8 @@
 Everything is written under a test's ``tmp_path``: an ADE20K-layout segmentation set (64x64 JPEG images,
 PNG label maps with 0 = ignore as ADE20K's ``reduce_zero_label``), an mmseg ``EncoderDecoder`` config on a
 4-block SkipAtViT with a SyncBN ``UPerHead``, an mmpretrain ``ImageClassifier`` config shaped like the
-official SkipAt fixture, and an mmdet ``RetinaNet`` on a 4-image COCO-layout set.
+official SkipAt fixture, and an mmdet ``RetinaNet`` on a 4-image COCO-layout set. ``SEG_TTA`` adds mmseg's
+ADE20K-style ``tta_model``/``tta_pipeline`` for ``--tta``.
 """
 import os
 import os.path as osp
@@ -175,6 +176,20 @@ visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBa
 randomness = dict(seed=0)
 '''
 
+# Appended to SEG_CONFIG for --tta: mmseg's ADE20K test-time augmentation (scales x flips, SegTTAModel).
+SEG_TTA = '''
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (1.0, 1.5)],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations', reduce_zero_label=True)],
+        [dict(type='PackSegInputs')]])
+]
+'''
+
 # Appended to CLS_CONFIG for a training run.
 CLS_TRAIN = '''
 train_dataloader = dict(
@@ -212,11 +227,11 @@ def make_ade_like(root: str, num_train: int = 4, num_val: int = 2, size: int = 6
     return root
 
 
-def write_seg_config(tmp_path, data_root: Optional[str] = None) -> str:
+def write_seg_config(tmp_path, data_root: Optional[str] = None, tta: bool = False) -> str:
     data_root = data_root or make_ade_like(str(tmp_path / 'ade'))
-    path = str(tmp_path / 'tiny_skipat_upernet.py')
+    path = str(tmp_path / ('tiny_skipat_upernet_tta.py' if tta else 'tiny_skipat_upernet.py'))
     with open(path, 'w') as f:
-        f.write(SEG_CONFIG.format(data_root=data_root))
+        f.write(SEG_CONFIG.format(data_root=data_root) + (SEG_TTA if tta else ''))
     return path
 
 

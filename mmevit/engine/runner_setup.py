@@ -1,8 +1,9 @@
 """Config edits shared by ``tools/train.py`` and ``tools/test.py``, for configs of any toolbox.
 
 The config's ``default_scope`` (mmseg, mmdet, mmpretrain or mmevit) decides which registries the Runner
-builds from; nothing here depends on it except ``enable_show_dir``, which knows each toolbox's
-visualization hook.
+builds from; ``enable_visualization`` (each toolbox's visualization hook) and ``set_test_out`` (mmseg writes
+PNG label maps, the others a ``.pkl``) follow it as the toolboxes' own tools do. The checks of a work dir
+(``check_work_dir``) and of a checkpoint to resume (``check_resume``) run before the Runner is built.
 """
 import argparse
 import os
@@ -121,31 +122,170 @@ def set_launcher(cfg: Config, launcher: str) -> None:
     cfg.launcher = launcher
 
 
-def enable_show_dir(cfg: Config, show_dir: str) -> None:
-    """Make the config's visualization hook draw every test prediction into ``show_dir``."""
-    show_dir = osp.abspath(show_dir)  # mmdet would otherwise place a relative one under the work dir
+def enable_visualization(cfg: Config, show_dir: Optional[str] = None, show: bool = False,
+                         wait_time: float = 2.) -> None:
+    """``--show``/``--show-dir``/``--wait-time``: make the config's visualization hook draw every test
+    prediction, into ``show_dir`` and/or a window shown for ``wait_time`` seconds (as each toolbox's test.py)."""
+    if show_dir:
+        show_dir = osp.abspath(show_dir)  # mmdet would otherwise place a relative one under the work dir
     hook = cfg.get('default_hooks', {}).get('visualization')
     kind = hook.get('type', '') if hook else ''
     if kind.endswith('SegVisualizationHook'):
         hook.update(draw=True, interval=1)
-        if cfg.get('visualizer') is None:
-            raise KeyError('--show-dir needs a visualizer in the config')
-        cfg.visualizer['save_dir'] = show_dir
+        if show_dir:
+            if cfg.get('visualizer') is None:
+                raise KeyError('--show-dir needs a visualizer in the config')
+            cfg.visualizer['save_dir'] = show_dir
     elif kind.endswith('DetVisualizationHook'):
         hook['draw'] = True
-        hook['test_out_dir'] = show_dir
+        if show_dir:
+            hook['test_out_dir'] = show_dir
     elif kind.endswith('VisualizationHook'):  # mmpretrain
-        hook.update(enable=True, out_dir=show_dir, interval=1)
+        hook.update(enable=True, interval=1)
+        if show_dir:
+            hook['out_dir'] = show_dir
     else:
-        raise KeyError(f'--show-dir needs a visualization hook in default_hooks (got {kind or "none"})')
+        raise KeyError(f'--show/--show-dir need a visualization hook in default_hooks (got {kind or "none"})')
+    if show:
+        hook.update(show=True, wait_time=wait_time)
+
+
+def enable_tta(cfg: Config) -> None:
+    """``--tta``: test the config's ``tta_model`` wrapped around its model, on its ``tta_pipeline`` (mmseg's and
+    mmdet's test.py; mmseg's ADE20K base files define both)."""
+    lacking = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k) is None]
+    if lacking:
+        raise KeyError(f'--tta needs {" and ".join(lacking)} in the config (e.g. tta_model=dict(type='
+                       "'SegTTAModel') and a TestTimeAug tta_pipeline, as in mmseg's _base_/datasets/ade20k.py)")
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.model = dict(cfg.tta_model, module=cfg.model)
+
+
+def _metric_cfgs(evaluator) -> list:
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:
+        evaluator = evaluator['metrics']
+    return list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+
+
+def _add_metric(cfg: Config, metric: dict) -> None:
+    evaluator = cfg.test_evaluator
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:
+        evaluator['metrics'] = _metric_cfgs(evaluator) + [metric]
+    else:
+        cfg.test_evaluator = _metric_cfgs(evaluator) + [metric]
+
+
+def set_test_out(cfg: Config, out: str) -> None:
+    """``--out`` as the config's toolbox has it.
+
+    mmseg: a directory of PNG label maps, written by ``IoUMetric(output_dir=out)`` (``keep_results=True`` as
+    mmseg's test.py sets it); it must not exist or be empty. mmdet: a new ``.pkl`` through
+    ``DumpDetResults`` (masks RLE-encoded); other toolboxes: a new ``.pkl`` through mmengine's ``DumpResults``.
+    """
+    if cfg.get('default_scope') == 'mmseg':
+        if osp.exists(out) and not osp.isdir(out):
+            raise FileExistsError(f'--out {out!r} is a file: an mmseg config writes a directory of PNG label maps')
+        if osp.isdir(out) and os.listdir(out):
+            raise FileExistsError(f'--out {out!r} is a non-empty directory: refusing to write label maps into it')
+        metrics = [m for m in _metric_cfgs(cfg.test_evaluator) if str(m.get('type', '')).endswith('IoUMetric')]
+        if not metrics:
+            raise KeyError('--out with an mmseg config writes PNG label maps through IoUMetric(output_dir=...), '
+                           'but the config\'s test_evaluator has no IoUMetric')
+        for metric in metrics:
+            metric.update(output_dir=osp.abspath(out), keep_results=True)
+        return
+    check_out_file(out)
+    dump = 'DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults'
+    _add_metric(cfg, dict(type=dump, out_file_path=out))
 
 
 def check_out_file(out: str) -> None:
-    """``--out`` dumps predictions with mmengine's ``DumpResults``: a new ``.pkl`` file."""
+    """``--out`` for mmdet/mmpretrain configs: a new ``.pkl`` file."""
     if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl or .pickle file, got {out!r}')
+        raise ValueError(f'--out must be a .pkl or .pickle file for this config, got {out!r}')
     if osp.exists(out):
         raise FileExistsError(f'--out {out!r} exists: refusing to overwrite it')
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """``--auto-scale-lr`` (mmdet/mmpretrain): scale the lr by the real total batch size over the config's
+    ``auto_scale_lr.base_batch_size``."""
+    auto = cfg.get('auto_scale_lr')
+    if not auto or auto.get('base_batch_size') is None:
+        raise KeyError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) in the config: the total '
+                       'batch size (GPUs x samples per GPU) its learning rate was set for')
+    auto['enable'] = True
+
+
+def disable_validation(cfg: Config) -> None:
+    """``--no-validate`` (mmpretrain): train without the validation loop, dataloader and evaluator."""
+    cfg.val_cfg = None
+    cfg.val_dataloader = None
+    cfg.val_evaluator = None
+
+
+class WorkDirInUseError(FileExistsError):
+    """The work dir holds checkpoints a new training would overwrite."""
+
+
+def checkpoint_dirs(cfg: Config) -> list:
+    """The local folders the config's CheckpointHook writes into: the work dir, or
+    ``<out_dir>/<work dir name>`` when the hook sets ``out_dir`` (as mmengine does)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    out_dir = hook.get('out_dir')
+    if out_dir and osp.abspath(out_dir) != osp.abspath(cfg.work_dir):
+        return [osp.join(out_dir, osp.basename(osp.abspath(cfg.work_dir)))] if '://' not in out_dir else []
+    return [cfg.work_dir]
+
+
+def check_work_dir(cfg: Config, force: bool = False) -> None:
+    """Refuse a work dir that already holds checkpoints (``*.pth``, ``last_checkpoint``), unless this run
+    resumes (``cfg.resume``) or ``force``: a new training would overwrite them. Call after ``set_resume``."""
+    if force or cfg.get('resume'):
+        return
+    found = []
+    for folder in checkpoint_dirs(cfg):
+        if osp.isdir(folder):
+            found += [osp.join(folder, f) for f in sorted(os.listdir(folder))
+                      if f == 'last_checkpoint' or (f.endswith('.pth') and osp.isfile(osp.join(folder, f)))]
+    if found:
+        shown = ', '.join(osp.basename(f) for f in found[:10]) + (f' (+{len(found) - 10} more)' if found[10:] else '')
+        raise WorkDirInUseError(
+            f'work dir {osp.dirname(found[0])} already holds checkpoints this run did not write: {shown}. A new '
+            'training would overwrite them. Use another --work-dir, --resume to continue that training, or '
+            '--force to train here anyway (files this run did not write are never deleted).')
+
+
+def use_safe_checkpoint_hook(cfg: Config) -> None:
+    """Replace mmengine's CheckpointHook by ``mmevit.SafeCheckpointHook`` (same options), whose
+    ``max_keep_ckpts`` deletes only checkpoints this training wrote."""
+    from mmengine.hooks import CheckpointHook
+
+    from .hooks.checkpoint_hook import SafeCheckpointHook
+    hooks = [(cfg.get('default_hooks') or {}).get('checkpoint')] + list(cfg.get('custom_hooks') or [])
+    for hook in hooks:
+        if not hook:
+            continue
+        kind = hook.get('type')
+        if kind in ('CheckpointHook', 'mmengine.CheckpointHook', CheckpointHook):
+            hook['type'] = 'mmevit.SafeCheckpointHook'
+        elif kind not in ('mmevit.SafeCheckpointHook', SafeCheckpointHook) and hook.get('max_keep_ckpts', -1) > 0:
+            print_log(f'{kind} is not mmengine\'s CheckpointHook: its max_keep_ckpts may delete checkpoints of '
+                      'the work dir that this run did not write', logger='current', level=30)
+
+
+def check_resume(cfg: Config) -> None:
+    """When the run resumes, check the checkpoint it will resume from (``runner_checkpoints.check_resumable``).
+    Call after ``set_resume``."""
+    if not cfg.get('resume'):
+        return
+    from mmengine.runner import find_latest_checkpoint
+
+    from .runner_checkpoints import check_resumable
+    path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    if path is None:
+        return  # mmengine starts a new training
+    check_resumable(path, cfg.get('model'), cfg.get('default_scope'))
 
 
 def build_runner(cfg: Config):

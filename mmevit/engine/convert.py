@@ -64,7 +64,13 @@ def convert_for_model(checkpoint: Mapping, model: nn.Module) -> Tuple[StateDict,
         head = {k: v for k, v in state.items() if k.startswith(tuple(converter.head_prefixes))}
         body = {k: v for k, v in state.items() if k not in head}
         rest = {}
-    converted, dropped_body = converter.convert_state_dict(body)
+    try:
+        converted, dropped_body = converter.convert_state_dict(body)
+    except CheckpointMismatchError:
+        raise
+    except (KeyError, ValueError) as e:  # the family does not recognise the layout
+        raise CheckpointMismatchError(f'not a {type(converter).__name__} checkpoint: {e.args[0] if e.args else e}'
+                                      ) from e
     dropped += dropped_body
     out = {prefix + k: v for k, v in converted.items()}
     out.update(rest)

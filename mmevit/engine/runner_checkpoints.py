@@ -56,9 +56,7 @@ def state_for_model(checkpoint: Mapping, model: nn.Module, source: str,
             state, dropped = convert_for_model(checkpoint, model)
         else:
             state, dropped = toolbox_free_state(checkpoint), []
-    except CheckpointMismatchError:
-        raise
-    except (KeyError, ValueError) as e:  # unrecognised format, no state dict in the file, ...
+    except (KeyError, ValueError) as e:  # unrecognised layout (CheckpointMismatchError), no state dict, ...
         raise CheckpointMismatchError(f'{source} cannot be loaded into {type(model).__name__}: {_message(e)}') from e
     check_state_dict(state, model, allow_missing=allow_missing, source=source)
     own = model_shapes(model)

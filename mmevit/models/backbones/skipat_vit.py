@@ -21,6 +21,7 @@ Differs from the official code:
 """
 import math
 import numbers
+import re
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -364,18 +365,23 @@ _OFFICIAL_PHI_RENAMES = (('linear1.0.', 'fc1.'), ('dwconv.0.', 'dwconv.'), ('lin
 
 
 def detect_format(state_dict: StateDict) -> str:
-    """``'official'`` SkipAt (``param_k.*``), ``'timm'`` ViT/DeiT (``blocks.*`` without Phi),
-    ``'mmpretrain'`` (``layers.*``: mmpretrain and mmseg ViTs) or ``'mmevit'`` (``blocks.<i>.phi.*``)."""
+    """``'official'`` SkipAt (``param_k.*``), ``'timm'`` ViT/DeiT (``blocks.<i>.norm1/attn/mlp``),
+    ``'mmpretrain'`` (``layers.<i>.ln1/ffn``: mmpretrain and mmseg ViTs) or ``'mmevit'`` (``blocks.<i>.phi.*``).
+
+    Keys of other families that merely share a prefix (LIT-S's ``layers.*``, Evo-ViT's ``stage_blocks``) are
+    not taken for a ViT: they raise ``KeyError`` naming the first keys.
+    """
     keys = list(state_dict)
-    if any(k.startswith('param_') for k in keys):
+    if any(re.match(r'param_\d+\.', k) for k in keys):
         return 'official'
-    if any('.phi.' in k for k in keys):
+    if any(re.match(r'blocks\.\d+\.phi\.', k) for k in keys):
         return 'mmevit'
-    if any(k.startswith('layers.') for k in keys):
+    if any(re.match(r'layers\.\d+\.(ln1|ln2|ffn)\.', k) for k in keys):
         return 'mmpretrain'
-    if any(k.startswith('blocks.') for k in keys):
+    if any(re.match(r'blocks\.\d+\.(norm1|attn|mlp)\.', k) for k in keys):
         return 'timm'
-    raise KeyError(f'unrecognised ViT checkpoint: no blocks.*, layers.* or param_* keys (first keys: {keys[:6]})')
+    raise KeyError(f'unrecognised ViT checkpoint: no ViT blocks (blocks.<i>.attn/mlp, layers.<i>.ln1/ffn) or '
+                   f'SkipAt param_<k> keys (first keys: {keys[:6]})')
 
 
 def convert_official_skipat(state_dict: StateDict, skip_indices: Sequence[int]) -> StateDict:

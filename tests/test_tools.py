@@ -396,7 +396,7 @@ def test_test_converts_official_classifier(fixtures_dir, tmp_path):
 
 # ------------------------------------------------------------------ checkpoints for test.py / --resume (fast)
 @pytest.mark.parametrize('name, named', [
-    ('lit/lit_s_tiny_224.pt', 'conv_offset'),  # LIT's deformable offsets: unexpected keys, listed
+    ('lit/lit_s_tiny_224.pt', 'layers.0.blocks.0.norm2.weight'),  # LIT-S: an unrecognised layout, first keys
     ('lit/lit_ti_tiny_224.pt', 'patch_embed1.proj.weight'),  # an unrecognised layout: its first keys
     ('uformer/uformer_tiny_e4_64.pt', 'encoderlayer_0.blocks.0.norm1.weight'),
 ])

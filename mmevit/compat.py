@@ -8,20 +8,24 @@ each shim below is applied at ``import mmevit`` (``apply()``), is idempotent, an
    hold (mmengine's ``HistoryBuffer``, numpy arrays/dtypes/scalars, ``argparse.Namespace`` of timm-style
    training checkpoints), and make ``HistoryBuffer`` stop pickling its statistics *methods* (which need
    ``builtins.getattr``, unsafe to allow): they are class-level and rebuilt on load anyway.
-2. mmengine loads ``http(s)://`` (and ``open-mmlab://``, ``torchvision://``...) checkpoints through
-   ``torch.hub.load_state_dict_from_url``, which unpickles fully. Every mmengine checkpoint loader now reads
-   with ``weights_only=True``; full unpickling needs the explicit ``trust_checkpoints()`` opt-in.
+2. mmengine's checkpoint schemes unpickle fully in places (``http(s)://`` through
+   ``torch.hub.load_state_dict_from_url``; ``open-mmlab://`` local files, ``pavi://``, ``s3://`` through a bare
+   ``torch.load``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns into full unpickling) and cache URLs by
+   file name only. Every scheme of ``CheckpointLoader`` is re-registered to resolve its name as mmengine does
+   and then read through ``mmevit.models.checkpoint`` (``load_file``/``load_url``: ``weights_only=True``
+   unless inside ``trust_checkpoints()``, URL-keyed cache, download timeout, errors naming the file).
 3. ``torchrun ... --launcher pytorch`` without a GPU: ``prepare_cpu_distributed(cfg)`` creates the gloo
    process group before the Runner (so mmengine skips ``init_dist``, which calls ``torch.cuda.set_device``),
    wraps DDP with ``device_ids=None`` and turns SyncBN into BN.
 """
 import argparse
 import contextlib
+import logging
 import os
 import os.path as osp
+import tempfile
 import warnings
 from typing import Any, Iterator, Optional
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -70,45 +74,130 @@ def trust_checkpoints() -> Iterator[None]:
         _TRUSTED = old
 
 
+def checkpoints_trusted() -> bool:
+    """Whether the caller is inside ``trust_checkpoints()`` (full unpickling allowed)."""
+    return _TRUSTED
+
+
 def torch_load(f: Any, map_location: Optional[Any] = None) -> Any:
-    """``torch.load`` with ``weights_only=True`` unless inside ``trust_checkpoints()``."""
-    try:
-        return torch.load(f, map_location=map_location, weights_only=not _TRUSTED)
-    except Exception as e:
-        if not _TRUSTED and ('weights_only' in str(e).lower() or 'Unsupported global' in str(e)):
-            raise RuntimeError(f'{f}: refused to unpickle a non-tensor object with weights_only=True ({e}). '
-                               'If you trust this file, load it inside mmevit.compat.trust_checkpoints() '
-                               '(tools: --trust-checkpoint).') from e
-        raise
+    """``torch.load`` with ``weights_only=True`` unless inside ``trust_checkpoints()``.
+
+    A path goes through ``mmevit.models.checkpoint.load_file`` (errors name the file and the problem).
+    """
+    if isinstance(f, (str, os.PathLike)):
+        return _io().load_file(os.fspath(f), map_location)
+    return torch.load(f, map_location=map_location, weights_only=not _TRUSTED)
+
+
+def _io():
+    from .models import checkpoint  # imported on use: mmevit.models is not yet imported when apply() runs
+    return checkpoint
 
 
 def safe_load_url(url: str, model_dir: Optional[str] = None, map_location: Optional[Any] = None,
-                  progress: bool = True, check_hash: bool = False, file_name: Optional[str] = None) -> Any:
-    """Drop-in for mmengine's ``load_url``: download into the torch hub cache, then ``torch_load``."""
-    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
-    filename = file_name or osp.basename(urlparse(url).path)
-    cached = osp.join(model_dir, filename)
-    if not osp.exists(cached):
-        hash_prefix = None
-        if check_hash:
-            match = torch.hub.HASH_REGEX.search(filename)
-            hash_prefix = match.group(1) if match else None
-        torch.hub.download_url_to_file(url, cached, hash_prefix, progress=progress)
-    return torch_load(cached, map_location=map_location)
+                  progress: bool = False, check_hash: Optional[bool] = None, file_name: Optional[str] = None) -> Any:
+    """Drop-in for mmengine's ``load_url``: ``mmevit.models.checkpoint.load_url`` (URL-keyed cache, timeout,
+    content hash checked where the file name publishes one)."""
+    return _io().load_url(url, model_dir, map_location, progress, check_hash, file_name)
 
 
-def _safe_load_from_local(filename: str, map_location: Optional[Any] = None) -> Any:
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return torch_load(filename, map_location=map_location)
+def load_from_local(filename: str, map_location: Optional[Any] = None) -> Any:
+    return _io().load_file(osp.expanduser(filename), map_location)
+
+
+def load_from_http(filename: str, map_location: Optional[Any] = None, model_dir: Optional[str] = None,
+                   progress: bool = os.isatty(0)) -> Any:
+    """As mmengine's: rank 0 downloads first, the other ranks read the cache after a barrier."""
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        checkpoint = safe_load_url(filename, model_dir=model_dir, map_location=map_location, progress=progress)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            checkpoint = safe_load_url(filename, model_dir=model_dir, map_location=map_location, progress=progress)
+    return checkpoint
+
+
+def _model_url(table: dict, name: str, filename: str, where: str) -> str:
+    if name not in table:
+        raise _io().CheckpointReadError(filename, f'no model {name!r} in {where} (known: {sorted(table)[:6]}...)')
+    return table[name]
+
+
+def load_from_torchvision(filename: str, map_location: Optional[Any] = None) -> Any:
+    from mmengine.logging import print_log
+    from mmengine.runner import checkpoint as ckpt
+    if filename.startswith('modelzoo://'):
+        print_log('The URL scheme "modelzoo://" is deprecated, use "torchvision://"', 'current', logging.WARNING)
+    name = filename.split('://', 1)[1]
+    url = _model_url(ckpt.get_torchvision_models(), name, filename, "torchvision's weights")
+    return load_from_http(url, map_location=map_location)
+
+
+def load_from_openmmlab(filename: str, map_location: Optional[Any] = None) -> Any:
+    from mmengine.logging import print_log
+    from mmengine.runner import checkpoint as ckpt
+    name = filename.split('://', 1)[1]
+    deprecated = ckpt.get_deprecated_model_names()
+    if name in deprecated:
+        print_log(f'{filename} is deprecated in favor of {deprecated[name]}', 'current', logging.WARNING)
+        name = deprecated[name]
+    url = _model_url(ckpt.get_external_models(), name, filename,
+                     f"mmengine's hub/openmmlab.json or {osp.join(ckpt._get_mmengine_home(), 'open_mmlab.json')}")
+    if url.startswith(('http://', 'https://')):
+        return load_from_http(url, map_location=map_location)
+    path = osp.join(ckpt._get_mmengine_home(), url)  # a local file, relative to MMENGINE_HOME
+    return _io().load_file(path, map_location, source=f'{filename} ({path})')
+
+
+def load_from_mmcls(filename: str, map_location: Optional[Any] = None) -> Any:
+    from mmengine.runner import checkpoint as ckpt
+    url = _model_url(ckpt.get_mmcls_models(), filename[len('mmcls://'):], filename, "mmengine's hub/mmcls.json")
+    return ckpt._process_mmcls_checkpoint(load_from_http(url, map_location=map_location))
+
+
+def load_from_pavi(filename: str, map_location: Optional[Any] = None) -> Any:
+    try:
+        from pavi import modelcloud
+    except ImportError as e:
+        raise ImportError(f'{filename}: install pavi to load checkpoints from its modelcloud') from e
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, osp.basename(model.name) or 'checkpoint.pth')
+        model.download(path)
+        return _io().load_file(path, map_location, source=f'{filename} (downloaded to {path}, not kept)')
+
+
+def load_from_ceph(filename: str, map_location: Optional[Any] = None, backend: str = 'petrel') -> Any:
+    from mmengine.runner import checkpoint as ckpt
+    data = ckpt.get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'checkpoint.pth')
+        with open(path, 'wb') as f:
+            f.write(data)
+        return _io().load_file(path, map_location, source=filename)
+
+
+# Every scheme mmengine 0.10.7 registers, with its replacement of the same name (tests check that none is
+# left over): each resolves names exactly as mmengine does, then reads through mmevit.models.checkpoint.
+_SCHEME_LOADERS = (
+    ('', load_from_local),
+    (('http://', 'https://'), load_from_http),
+    ('pavi://', load_from_pavi),
+    ((r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), load_from_ceph),
+    (('modelzoo://', 'torchvision://'), load_from_torchvision),
+    (('open-mmlab://', 'openmmlab://'), load_from_openmmlab),
+    ('mmcls://', load_from_mmcls),
+)
 
 
 def _patch_checkpoint_loaders() -> None:
     from mmengine.runner import checkpoint as ckpt
-    ckpt.load_url = safe_load_url  # used by the http(s), open-mmlab, torchvision and mmcls loaders
-    ckpt.CheckpointLoader.register_scheme(prefixes='', loader=_safe_load_from_local, force=True)
+    ckpt.load_url = safe_load_url  # for code calling mmengine's load_url directly
+    for prefixes, loader in _SCHEME_LOADERS:
+        ckpt.CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
+        setattr(ckpt, loader.__name__, loader)  # for code calling mmengine's loader functions directly
 
 
 # --------------------------------------------------------------------------- 3. CPU distributed launch

@@ -10,6 +10,7 @@ import torch
 
 import mmevit  # noqa: F401  (applies the shims)
 from mmevit import compat
+from mmevit.models.checkpoint import UnsafeCheckpointError
 
 
 class _NotAllowListed:
@@ -56,31 +57,88 @@ def test_not_allow_listed_objects_are_still_refused(tmp_path):
     torch.save({'x': _NotAllowListed()}, path)
     with pytest.raises(Exception, match='(?i)weights_only|unsupported global'):
         torch.load(path)
-    with pytest.raises(RuntimeError, match='trust_checkpoints'):
+    with pytest.raises(UnsafeCheckpointError, match='trust_checkpoints'):
         compat.torch_load(str(path))
     with compat.trust_checkpoints():
         assert compat.torch_load(str(path))['x'] == os.getcwd()
 
 
-def test_http_checkpoints_load_safely(tmp_path, monkeypatch):
-    """mmengine's http(s) scheme loader no longer unpickles fully (it used torch.hub.load_state_dict_from_url)."""
+# Shim 2. URL downloads (cache keyed by URL, timeout, partial/refused downloads never kept) are tested against a
+# local server in tests/test_checkpoint_io.py; here: every scheme is replaced, and the bare torch.load branches.
+def test_every_checkpoint_scheme_reads_through_mmevit():
+    import mmdet.models  # noqa: F401  (the toolboxes register no scheme of their own, checked here)
+    import mmpretrain.models  # noqa: F401
+    import mmseg.models  # noqa: F401
+    from mmengine.runner import checkpoint as ckpt
+    schemes = ckpt.CheckpointLoader._schemes
+    assert {'', 'http://', 'https://', 'open-mmlab://', 'openmmlab://', 'torchvision://', 'modelzoo://',
+            'mmcls://', 'pavi://', r'(\S+\:)?s3://', r'(\S+\:)?petrel://'} == set(schemes)
+    assert {p: f.__module__ for p, f in schemes.items()} == {p: 'mmevit.compat' for p in schemes}
+    assert ckpt.load_url is compat.safe_load_url
+    for name in ('load_from_local', 'load_from_http', 'load_from_openmmlab', 'load_from_torchvision',
+                 'load_from_mmcls', 'load_from_pavi', 'load_from_ceph'):
+        assert getattr(ckpt, name) is getattr(compat, name)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.fixture
+def payload(tmp_path, monkeypatch):
+    """A checkpoint whose full unpickling creates ``marker``; torch told to unpickle fully by default."""
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'evil.pth'
+    torch.save({'x': _Payload(marker)}, path)
+    return path, marker
+
+
+def test_openmmlab_local_file_is_read_safely(tmp_path, monkeypatch, payload):
+    """mmengine's open-mmlab:// branch for MMENGINE_HOME files called torch.load without weights_only."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    good, evil = tmp_path / 'good.pth', tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.arange(3.)}}, good)
-    torch.save({'x': _NotAllowListed()}, evil)
-    sources = {'https://example.org/ckpt/good.pth': good, 'https://example.org/ckpt/evil.pth': evil}
+    path, marker = payload
+    home = tmp_path / 'home'
+    (home / 'sub').mkdir(parents=True)
+    os.replace(path, home / 'evil.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}}, home / 'sub' / 'good.pth')
+    (home / 'open_mmlab.json').write_text('{"evil": "evil.pth", "good": "sub/good.pth", "gone": "gone.pth"}')
+    monkeypatch.setenv('MMENGINE_HOME', str(home))
+    with pytest.raises(UnsafeCheckpointError, match=r'open-mmlab://evil \(.*evil.pth\).*trust_checkpoints'):
+        CheckpointLoader.load_checkpoint('open-mmlab://evil')
+    assert not marker.exists()
+    torch.testing.assert_close(CheckpointLoader.load_checkpoint('openmmlab://good')['state_dict']['w'],
+                               torch.ones(2))
+    with pytest.raises(FileNotFoundError, match='open-mmlab://gone'):
+        CheckpointLoader.load_checkpoint('open-mmlab://gone')
 
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        with open(sources[url], 'rb') as src, open(dst, 'wb') as out:
-            out.write(src.read())
 
-    monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
-    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
-    ckpt = CheckpointLoader.load_checkpoint('https://example.org/ckpt/good.pth', map_location='cpu')
-    torch.testing.assert_close(ckpt['state_dict']['w'], torch.arange(3.))
-    assert (tmp_path / 'hub' / 'checkpoints' / 'good.pth').is_file()
-    with pytest.raises(RuntimeError, match='trust_checkpoints'):
-        CheckpointLoader.load_checkpoint('https://example.org/ckpt/evil.pth', map_location='cpu')
+def test_pavi_and_s3_downloads_are_read_safely(monkeypatch, payload):
+    """mmengine's pavi:// and s3:// loaders called torch.load on the fetched bytes without weights_only."""
+    import types
+    from mmengine.runner import checkpoint as ckpt
+    path, marker = payload
+
+    class Model:
+        name = 'evil.pth'
+
+        def download(self, dst):
+            with open(path, 'rb') as src, open(dst, 'wb') as out:
+                out.write(src.read())
+
+    pavi = types.ModuleType('pavi')
+    pavi.modelcloud = types.SimpleNamespace(get=lambda name: Model())
+    monkeypatch.setitem(sys.modules, 'pavi', pavi)
+    backend = types.SimpleNamespace(get=lambda name: path.read_bytes())
+    monkeypatch.setattr(ckpt, 'get_file_backend', lambda name, backend_args=None: backend)
+    for url in ('pavi://project/evil.pth', 's3://bucket/evil.pth', 'cluster:s3://bucket/evil.pth'):
+        with pytest.raises(UnsafeCheckpointError, match=f'{url}.*trust_checkpoints'):
+            ckpt.CheckpointLoader.load_checkpoint(url)
+    assert not marker.exists()
 
 
 def test_local_scheme_names_missing_file(tmp_path):
@@ -96,6 +154,7 @@ def test_prepare_cpu_distributed_is_noop_without_launcher():
     assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
 
 
+@pytest.mark.e2e  # a subprocess (about 20 s on a loaded machine)
 def test_prepare_cpu_distributed_single_process(tmp_path):
     """torchrun-style env, 1 process: gloo group created, DDP device_ids=None, SyncBN -> BN everywhere."""
     code = r'''
@@ -103,6 +162,7 @@ import os, torch.distributed as dist
 from mmengine.config import Config
 import mmevit
 from mmevit import compat
+from mmevit.models.checkpoint import UnsafeCheckpointError
 cfg = Config(dict(model=dict(backbone=dict(type='SkipAtViT'),
                              decode_head=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
                              auxiliary_head=[dict(norm_cfg=dict(type='SyncBN'))]), sync_bn='torch'))

@@ -20,6 +20,7 @@ from mmevit import compat
 from mmevit.engine import runner_setup
 from mmevit.engine.convert import CheckpointMismatchError
 from mmevit.engine.runner_checkpoints import checkpoint_for_model
+from mmevit.models.checkpoint import CheckpointReadError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,5 +74,5 @@ def main(argv=None) -> dict:
 if __name__ == '__main__':
     try:
         main()
-    except CheckpointMismatchError as e:  # the checkpoint does not fit the model: say so, evaluate nothing
+    except (CheckpointMismatchError, CheckpointReadError) as e:  # unreadable or not fitting: evaluate nothing
         sys.exit(f'error: {e}')

@@ -20,6 +20,7 @@ from mmengine.config import Config
 from mmevit import compat
 from mmevit.engine import runner_setup
 from mmevit.engine.runner_checkpoints import NotResumableError
+from mmevit.models.checkpoint import CheckpointReadError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,5 +72,5 @@ def main(argv=None) -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (NotResumableError, runner_setup.WorkDirInUseError) as e:  # refused before anything was written
+    except (NotResumableError, runner_setup.WorkDirInUseError, CheckpointReadError) as e:  # refused up front
         sys.exit(f'error: {e}')

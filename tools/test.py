@@ -74,5 +74,5 @@ def main(argv=None) -> dict:
 if __name__ == '__main__':
     try:
         main()
-    except (CheckpointMismatchError, CheckpointReadError) as e:  # unreadable or not fitting: evaluate nothing
+    except (CheckpointMismatchError, CheckpointReadError, FileNotFoundError) as e:  # evaluate nothing
         sys.exit(f'error: {e}')

@@ -1,0 +1,38 @@
+# LIT-Ti + Mask R-CNN on COCO 2017, 1x schedule: the official LIT detection recipe.
+# Recipe: 8 GPUs x 2 images (batch 16), 12 epochs (1x: lr x0.1 after epochs 8 and 11), images resized to fit
+# 1333x800, random flip.
+#
+# Data, FPN (256 channels, strides 4-64), RPN, RoI heads, schedule (500 warm-up iterations) and evaluation (COCO
+# bbox and segm AP on val2017) are mmdet's Mask R-CNN 1x (mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py).
+# Optimiser as the official configs: AdamW lr 2e-4, wd 1e-4; the DTM offset convolutions learn at 0.01x the lr.
+# Backbone: the official dense LIT-Ti (see lit_ti_retinanet_1x.py), from lit_ti.pth; the official detector is
+# mask_rcnn_lit_ti.pth (see lit_metafile.yml).
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,  # drop the ResNet kwargs of the base file
+        type='LIT',
+        arch='ti',
+        img_size=224,
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='https://github.com/ziplab/LIT/releases/download/v1.0/lit_ti.pth')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
+    paramwise_cfg=dict(custom_keys={'.conv_offset': dict(lr_mult=0.01)}))
+
+# Total batch 16 = 8 GPUs x 2 images; the lr is for that batch. As in mmdet, it is NOT rescaled by default:
+# `tools/train.py --auto-scale-lr` scales it by (real total batch) / base_batch_size.
+train_dataloader = dict(batch_size=2)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

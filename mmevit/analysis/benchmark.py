@@ -18,6 +18,15 @@ PRESETS: Dict[str, dict] = {}
 for _a in ('t', 's', 'b'):
     PRESETS[f'skipat-{_a}'] = dict(type='SkipAtViT', arch=_a)
     PRESETS[f'vit-{_a}'] = dict(type='SkipAtViT', arch=_a, skip_indices=())
+    PRESETS[f'evo-vit-{_a}'] = dict(type='EvoViT', arch=_a, out_type='avg_featmap')
+for _a in ('128s', '128', '192', '256', '384'):
+    PRESETS[f'evo-levit-{_a}'] = dict(type='EvoLeViT', arch=_a, out_type='avg_featmap', out_indices=2)
+
+# LIT classifiers' backbones (final norm; cls token for Ti, token average for S/M/B).
+for _a in ('ti', 's', 'm', 'b'):
+    PRESETS[f'lit-{_a}'] = dict(type='LIT', arch=_a, out_indices=3, final_norm=True,
+                                **(dict(out_type='cls_token', with_cls_token=True) if _a == 'ti'
+                                   else dict(out_type='avg_featmap')))
 
 
 @dataclass
@@ -70,7 +79,8 @@ def _parse_kwargs(text: str) -> dict:
 def build_model(spec: str, backbone_only: bool = False, eager_attention: bool = False) -> nn.Module:
     """Build a model in eval mode from a preset, ``Type:kw=v,...`` or a config file path.
 
-    A ``+eager`` suffix (``skipat-s+eager``) selects the eager attention reference path for that model.
+    A ``+eager`` suffix (``skipat-s+eager``) selects the eager attention reference path for that model (and
+    plain, unfused linears where a model has ``fused_linear`` flags).
     """
     import mmevit  # noqa: F401
     if spec.endswith('+eager'):
@@ -95,10 +105,11 @@ def build_model(spec: str, backbone_only: bool = False, eager_attention: bool = 
         cfg = dict(PRESETS[name]) if name in PRESETS else dict(type=name)
         cfg.update(_parse_kwargs(kw) if kw else {})
         model = MODELS.build(cfg)
-    if eager_attention:
+    if eager_attention:  # also unfused linears (LIT's oneDNN GEMM + GELU / residual-add fusion)
         for m in model.modules():
-            if hasattr(m, 'fused_attn'):
-                m.fused_attn = False
+            for flag in ('fused_attn', 'fused_linear'):
+                if hasattr(m, flag):
+                    setattr(m, flag, False)
     return model.eval()
 
 

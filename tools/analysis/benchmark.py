@@ -7,10 +7,12 @@ Examples:
     python tools/analysis/benchmark.py configs/ade20k/skipat_s_upernet.py --backbone-only --size 512
     python tools/analysis/benchmark.py 'SkipAtViT:arch=t,skip_indices=(2,3,4)' --size 224 --batch 16
     python tools/analysis/benchmark.py --compare skipat-s+eager skipat-s --size 512   # SDPA vs eager attention
+    python tools/analysis/benchmark.py --compare vit-s evo-vit-s --batch 16 --repeats 21 --threads 1 --flops
 """
 import argparse
 import json
 import os
+import statistics
 import sys
 
 import torch
@@ -68,6 +70,10 @@ def main(argv=None) -> dict:
         ratio = a.median / b.median
         print(f'speed-up of {b.name} over {a.name}: {ratio:.3f}x (ratio of medians)')
         out['speedup'] = ratio
+        # The runs alternate A, B, B, A, ...: the median of per-pair ratios is robust to a loaded machine.
+        pair = statistics.median(ta / tb for ta, tb in zip(a.times, b.times))
+        print(f'median per-pair speed-up: {pair:.3f}x over {len(a.times)} pairs')
+        out['pair_speedup'] = pair
         if a.gmacs and b.gmacs:
             print(f'FLOP-limited speed-up: {a.gmacs / b.gmacs:.3f}x; reached {ratio / (a.gmacs / b.gmacs):.1%}')
             out['flop_ratio'] = a.gmacs / b.gmacs

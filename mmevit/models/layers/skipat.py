@@ -9,7 +9,7 @@ Differs from the official code: the token grid is passed in (non-square inputs w
 reshapes to ``int(sqrt(N))`` squared), and the depth-wise conv runs on a channels-last *view* of the token
 tensor instead of a transposed copy, which is what makes Phi cost on the CPU what its FLOPs say.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,10 +40,12 @@ class SkipAtPhi(nn.Module):
         hidden_dim: Hidden width (2d in SkipAt).
         kernel_size: Depth-wise conv kernel (5 in SkipAt).
         use_eca: Apply ECA channel gating to the output (on in SkipAt).
+        out_dim: Output width (default ``dim``): a Phi between blocks of different widths, e.g. from a
+            Uformer encoder block to its mirrored, twice as wide decoder block.
     """
 
     def __init__(self, dim: int, hidden_dim: int, kernel_size: int = 5, use_eca: bool = True,
-                 device=None, dtype=None) -> None:
+                 out_dim: Optional[int] = None, device=None, dtype=None) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         self.fc1 = nn.Linear(dim, hidden_dim, **dd)
@@ -57,7 +59,7 @@ class SkipAtPhi(nn.Module):
         k = w.shape[2] * w.shape[3]
         self.dwconv.weight.data = torch.empty_strided(w.shape, (k, 1, w.shape[3], 1), dtype=w.dtype,
                                                       device=w.device).copy_(w)
-        self.fc2 = nn.Linear(hidden_dim, dim, **dd)
+        self.fc2 = nn.Linear(hidden_dim, dim if out_dim is None else out_dim, **dd)
         self.eca = ECA(**dd) if use_eca else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:

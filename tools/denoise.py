@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Denoise an image (or every image of a folder) with a restoration config and checkpoint.
+
+    python tools/denoise.py CONFIG CHECKPOINT INPUT [--out-dir DIR] [--gt GT] [--tile N] [--device cpu]
+
+CHECKPOINT: an mmevit training checkpoint of CONFIG, or official network weights (e.g. the official Uformer-B
+SIDD ``model_best.pth`` for ``configs/sidd/uformer_b.py``), converted on the fly and checked strictly. For each
+image, OUT-DIR (default ``denoised/``) gets ``<name>.png`` (the result) and ``<name>_compare.png`` (input |
+result, and | reference with ``--gt``). ``--gt``: the clean reference image (a folder for a folder INPUT, same
+file names): PSNR/SSIM of the input and of the result are printed (``mmevit.evaluation`` definitions: 8-bit
+RGB). ``--tile N``: restore large images in N x N tiles (overlapping by 32 pixels) to bound memory.
+"""
+import argparse
+import contextlib
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config', help='restoration config (e.g. configs/sidd/uformer_b.py)')
+    p.add_argument('checkpoint', help='mmevit or official checkpoint of the config\'s network')
+    p.add_argument('input', help='image file or folder of images')
+    p.add_argument('--out-dir', default='denoised', help='where results are written (created if missing)')
+    p.add_argument('--gt', help='clean reference image (or folder, same file names) for PSNR/SSIM')
+    p.add_argument('--tile', type=int, help='restore in tiles of this size (overrides the config\'s test_cfg)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help='fully unpickle the checkpoint (arbitrary code execution: only for files you trust)')
+    return p.parse_args(argv)
+
+
+def list_images(path: str) -> List[str]:
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'input not found: {path}')
+    files = sorted(osp.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMG_EXTENSIONS))
+    if not files:
+        raise FileNotFoundError(f'no images ({", ".join(IMG_EXTENSIONS)}) in {path}')
+    return files
+
+
+def reference_for(image: str, gt: Optional[str], folder_input: bool) -> Optional[str]:
+    if gt is None:
+        return None
+    ref = osp.join(gt, osp.basename(image)) if folder_input else gt
+    if not osp.isfile(ref):
+        raise FileNotFoundError(f'reference for {image} not found: {ref}')
+    return ref
+
+
+def build_model(config: str, checkpoint: str, device: str, tile: Optional[int]) -> torch.nn.Module:
+    import mmevit  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmevit.engine.convert import convert_file_for_model
+    from mmevit.registry import MODELS
+    cfg = Config.fromfile(config)
+    if tile is not None:
+        cfg.model.setdefault('test_cfg', {})['tile'] = tile
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmevit')):
+        model = MODELS.build(cfg.model)
+    if not hasattr(model, 'restore'):
+        raise TypeError(f'{config}: {type(model).__name__} is not a restoration model (no restore())')
+    state, _ = convert_file_for_model(checkpoint, model)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def denoise(model: torch.nn.Module, image: np.ndarray, device: str) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> uint8 RGB."""
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div(255.)[None].to(device)
+    with torch.no_grad():
+        y = model.restore(x).clamp(0, 1)
+    return (y[0].permute(1, 2, 0).cpu().numpy() * 255.).round().astype(np.uint8)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
+    args = parse_args(argv)
+    import mmcv
+    from mmevit import compat
+    from mmevit.evaluation import psnr, ssim
+    images = list_images(args.input)
+    folder_input = osp.isdir(args.input)
+    if args.gt is not None and folder_input != osp.isdir(args.gt):
+        raise ValueError('--gt must be a folder when INPUT is a folder, and a file when it is a file')
+    trust = compat.trust_checkpoints() if args.trust_checkpoint else contextlib.nullcontext()
+    with trust:
+        model = build_model(args.config, args.checkpoint, args.device, args.tile)
+    os.makedirs(args.out_dir, exist_ok=True)
+    results = {}
+    for path in images:
+        noisy = mmcv.imread(path, channel_order='rgb')
+        restored = denoise(model, noisy, args.device)
+        stem = osp.splitext(osp.basename(path))[0]
+        panels = [noisy, restored]
+        ref_path = reference_for(path, args.gt, folder_input)
+        line = f'{path}: {restored.shape[1]}x{restored.shape[0]}'
+        info = dict(output=osp.join(args.out_dir, stem + '.png'))
+        if ref_path:
+            ref = mmcv.imread(ref_path, channel_order='rgb')
+            if ref.shape != noisy.shape:
+                raise ValueError(f'{ref_path} {ref.shape} and {path} {noisy.shape} differ in size')
+            panels.append(ref)
+            info.update(psnr_in=psnr(noisy, ref), psnr_out=psnr(restored, ref),
+                        ssim_in=ssim(noisy, ref), ssim_out=ssim(restored, ref))
+            line += (f'  PSNR {info["psnr_in"]:.2f} -> {info["psnr_out"]:.2f} dB  '
+                     f'SSIM {info["ssim_in"]:.4f} -> {info["ssim_out"]:.4f}')
+        mmcv.imwrite(mmcv.rgb2bgr(restored), info['output'])
+        mmcv.imwrite(mmcv.rgb2bgr(np.concatenate(panels, axis=1)), osp.join(args.out_dir, stem + '_compare.png'))
+        print(line)
+        results[path] = info
+    if args.gt and len(results) > 1:
+        mean = {k: float(np.mean([r[k] for r in results.values()])) for k in ('psnr_in', 'psnr_out', 'ssim_in',
+                                                                              'ssim_out')}
+        print(f'mean over {len(results)} images: PSNR {mean["psnr_in"]:.2f} -> {mean["psnr_out"]:.2f} dB  '
+              f'SSIM {mean["ssim_in"]:.4f} -> {mean["ssim_out"]:.4f}')
+    return results
+
+
+if __name__ == '__main__':
+    main()

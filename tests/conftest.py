@@ -40,3 +40,16 @@ def tiny_retinanet_config(tmp_path) -> str:
     path = tmp_path / 'retinanet_skipat_t.py'
     path.write_text(TINY_RETINANET)
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_default_scope():
+    """A test that builds a Runner or calls ``init_default_scope`` leaves mmengine's current default scope set
+    for every later test (mmevit classes are then looked up in, e.g., mmseg's registries): drop the scopes a
+    test created, so each test starts from the scope it found."""
+    from mmengine.registry import DefaultScope
+    before = list(DefaultScope._instance_dict)
+    yield
+    for name in list(DefaultScope._instance_dict):
+        if name not in before:
+            DefaultScope._instance_dict.pop(name)

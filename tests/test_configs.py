@@ -8,7 +8,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import MODELS, DefaultScope
 
 import mmevit
 from mmevit.models.backbones.skipat_vit import DEFAULT_SKIP_INDICES, SkipAtViT
@@ -46,8 +46,8 @@ def build(cfg: Config, device: str = 'meta') -> torch.nn.Module:
         model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
     if 'backbone' in model_cfg:
         model_cfg.backbone.init_cfg = None
-    init_default_scope(cfg.default_scope)
-    with torch.device(device):
+    # The scope only for this build (init_default_scope would leave it set for every later test).
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
         return MODELS.build(model_cfg)
 
 

@@ -13,7 +13,8 @@ half to even), exactly what saving the prediction as an 8-bit image does. Then, 
 Options as in mmagic: ``crop_border`` (pixels removed from every side before measuring), ``input_order``
 (``'CHW'`` or ``'HWC'``) and ``convert_to`` (``None``: RGB, ``'Y'``: the BT.601 luma of RGB inputs,
 ``16 + (65.481 R + 128.553 G + 24.966 B) / 255``, as MATLAB's ``rgb2ycbcr``). The dataset value is the mean of
-the per-image values.
+the per-image values; a prediction that is a clip (T, C, H, W) counts as one sequence, scored by the mean over
+its frames (the video-denoising convention: per-sequence values, averaged over the sequences).
 """
 from typing import Any, List, Optional, Sequence
 
@@ -127,12 +128,25 @@ class _ImageQualityMetric(BaseMetric):
             missing = [k for k in (self.pred_key, self.gt_key) if k not in sample]
             if missing:
                 raise KeyError(f'{type(self).__name__}: prediction has no {missing} (keys: {sorted(sample)})')
-            value = type(self).metric_fn(sample[self.pred_key], sample[self.gt_key], self.crop_border,
-                                         self.input_order, self.convert_to)
+            pred, gt = sample[self.pred_key], sample[self.gt_key]
+            if getattr(pred, 'ndim', 0) == 4:  # a clip (T, C, H, W) / (T, H, W, C): the mean over its frames
+                value = float(np.mean([type(self).metric_fn(p, g, self.crop_border, self.input_order,
+                                                            self.convert_to) for p, g in zip(pred, gt)]))
+                self.results.append((str(sample.get('sequence', sample.get('sample_idx', len(self.results)))),
+                                     value))
+                continue
+            value = type(self).metric_fn(pred, gt, self.crop_border, self.input_order, self.convert_to)
             self.results.append(value)
 
-    def compute_metrics(self, results: List[float]) -> dict:
-        return {self.name: float(np.mean(results))}
+    def compute_metrics(self, results: List[Any]) -> dict:
+        """The mean over images, or over sequences for clips (whose per-sequence values are logged)."""
+        sequences = [r for r in results if isinstance(r, tuple)]
+        if sequences:
+            from mmengine.logging import print_log
+            prefix = f'{self.prefix}/' if self.prefix else ''
+            print_log(f'{prefix}{self.name} per sequence: ' + ', '.join(f'{n} {v:.4f}' for n, v in sequences),
+                      logger='current')
+        return {self.name: float(np.mean([r[1] if isinstance(r, tuple) else r for r in results]))}
 
 
 @METRICS.register_module()

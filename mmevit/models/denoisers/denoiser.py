@@ -75,7 +75,8 @@ class RestorationDataPreprocessor(BaseDataPreprocessor):
 
     def _mix(self, inputs: torch.Tensor, gt: torch.Tensor):
         alpha = torch.tensor(float(self.mixup['alpha']))
-        lam = torch.distributions.Beta(alpha, alpha).sample((inputs.shape[0],)).view(-1, 1, 1, 1).to(inputs)
+        lam = torch.distributions.Beta(alpha, alpha).sample((inputs.shape[0],)).to(inputs)
+        lam = lam.view(-1, *[1] * (inputs.dim() - 1))  # images (B, C, H, W) or clips (B, T, C, H, W)
         perm = torch.randperm(inputs.shape[0], device=inputs.device)
         return lam * inputs + (1 - lam) * inputs[perm], lam * gt + (1 - lam) * gt[perm]
 
@@ -157,7 +158,7 @@ class Denoiser(BaseModel):
             for left in _tile_starts(W, tile, overlap):
                 y = self.generator(inputs[..., top:top + tile, left:left + tile])
                 if out is None:
-                    out = y.new_zeros(y.shape[0], y.shape[1], H, W)
+                    out = y.new_zeros(*y.shape[:-2], H, W)  # (B, C, H, W), or clips (B, T, C, H, W)
                 out[..., top:top + tile, left:left + tile] += y
                 weight[..., top:top + tile, left:left + tile] += 1
         return out / weight

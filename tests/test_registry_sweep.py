@@ -27,6 +27,10 @@ SMALL_KWARGS = {
                                     img_size=64, skipat='feature')),
     'CharbonnierLoss': dict(),
     'RestorationDataPreprocessor': dict(),
+    'UniFormerDenoiser': dict(arch=dict(embed_dims=4, depths=[1, 1, 2, 1], num_heads=[1, 2, 2]), skip_attention=True,
+                              drop_path_rate=0.1),
+    'VideoDenoiser': dict(generator=dict(type='UniFormerDenoiser', arch=dict(embed_dims=4, depths=[1] * 4,
+                                                                             num_heads=[1, 1, 2]))),
 }
 INPUTS = {
     'SkipAtViT': lambda: torch.randn(2, 3, 48, 64),
@@ -38,6 +42,8 @@ INPUTS = {
     'EvoLeViTClsHead': lambda: ([torch.randn(4, 16), torch.randn(4, 16)], ),
     'Uformer': lambda: torch.rand(2, 3, 40, 72),
     'Denoiser': lambda: torch.rand(1, 3, 64, 48),
+    'UniFormerDenoiser': lambda: torch.rand(2, 3, 3, 40, 72),
+    'VideoDenoiser': lambda: torch.rand(1, 2, 3, 64, 48),
     # a dict is passed as keyword arguments
     'CharbonnierLoss': lambda: dict(pred=torch.rand(2, 3, 8, 8, requires_grad=True), target=torch.rand(2, 3, 8, 8)),
     'RestorationDataPreprocessor': lambda: dict(data=dict(inputs=[torch.rand(3, 8, 8, requires_grad=True)] * 2),

@@ -1,3 +1,7 @@
-from .benchmark import BenchResult, build_model, compare, count_gmacs, time_model
+from .benchmark import (PRESETS, BenchResult, build_model, compare, count_gmacs, forward, make_inputs,
+                        pair_ratios, peak_memory, prepare, time_model)
+from .flops import PAPER_SIZES, FlopCount, count_flops, count_params, flops_of
 
-__all__ = ['BenchResult', 'build_model', 'compare', 'count_gmacs', 'time_model']
+__all__ = ['PRESETS', 'BenchResult', 'build_model', 'compare', 'count_gmacs', 'forward', 'make_inputs',
+           'pair_ratios', 'peak_memory', 'prepare', 'time_model', 'PAPER_SIZES', 'FlopCount', 'count_flops',
+           'count_params', 'flops_of']

@@ -1,10 +1,12 @@
-"""Datasets. ``demo_ade`` generates the bundled demo dataset (ADE20K layout) used by ``tools/demo.py``.
+"""Datasets, transforms and the demo-data makers (``demo_data``: one maker per task, e.g. ``demo_ade`` for
+'ade20k'). Every module of this package is imported here, which registers its classes and makers: a new
+dataset or demo task adds a file and edits no list."""
+import importlib
+import pkgutil
 
-The demo config loads it with mmseg's own ``BaseSegDataset`` (classes and palette given as ``metainfo``), so
-nothing here needs mmseg.
-"""
-from .demo_ade import (CLASSES as DEMO_CLASSES, PALETTE as DEMO_PALETTE, ensure_demo_ade, generate_demo_ade,
-                       read_manifest, render_sample)
+from .demo_data import DEMO_DATA, demo_tasks, make_demo_data, register_demo_data
 
-__all__ = ['DEMO_CLASSES', 'DEMO_PALETTE', 'ensure_demo_ade', 'generate_demo_ade', 'read_manifest',
-           'render_sample']
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f'{__name__}.{_info.name}')
+
+__all__ = ['DEMO_DATA', 'demo_tasks', 'make_demo_data', 'register_demo_data']

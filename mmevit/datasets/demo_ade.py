@@ -1,12 +1,12 @@
-"""A small, deterministic demo semantic-segmentation dataset in the ADE20K directory layout.
+"""The ADE20K demo dataset: small, deterministic semantic-segmentation scenes in the ADE20K directory layout.
 
-No real dataset can be downloaded where the demo runs, so ``generate_demo_ade`` draws one::
+``make_demo_data('ade20k', root)`` (or ``tools/misc/make_demo_data.py ade20k ROOT``) writes::
 
     <root>/images/training/DEMO_train_00000000.jpg        RGB, JPEG quality 95
     <root>/annotations/training/DEMO_train_00000000.png   uint8 class map (single channel)
     <root>/images/validation/DEMO_val_00000000.jpg
     <root>/annotations/validation/DEMO_val_00000000.png
-    <root>/demo_ade.json                                  manifest, written last (marks a complete dataset)
+    <root>/mmevit_demo.json                               marker (written last, see ``demo_data``)
 
 Annotations follow ADE20K: 0 is "other" (ignored: mmseg maps it to 255 with ``reduce_zero_label=True``) and
 1..K are the classes, so class ``i`` of ``CLASSES`` is stored as ``i + 1``. Label 0 is used for a few thin
@@ -27,26 +27,25 @@ stripes     rotated ellipse (72-112 x 28-48)    stripes of two colours (5-9 px p
 ==========  ==================================  ==================================================
 
 Every sample is rendered from its own generator seeded with ``(seed, split, index)``, so a given seed always
-gives byte-identical files, and a smaller dataset is a prefix of a larger one. Nothing is ever overwritten:
-files are opened with ``'xb'`` and generation refuses to start when any target file exists.
-
-Rendering needs only numpy, OpenCV and Pillow (no mmseg); ``tools/demo.py`` generates the data on first use.
+gives byte-identical files, and a smaller dataset is a prefix of a larger one. Rendering needs only numpy,
+OpenCV and Pillow (no mmseg).
 """
 import io
-import json
 import os
 import os.path as osp
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from .demo_data import register_demo_data
+
 CLASSES: Tuple[str, ...] = ('background', 'disk', 'rectangle', 'triangle', 'stripes')
 PALETTE: List[List[int]] = [[120, 120, 120], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200]]
 IGNORE_LABEL = 0          # ADE20K's "other": becomes 255 (ignored) with reduce_zero_label=True
-MANIFEST = 'demo_ade.json'
-FORMAT_VERSION = 1
+SIZE = 128                # image side (px)
+VERSION = 1               # bump when the files written change
 SPLITS = {'training': 'train', 'validation': 'val'}
 _SPLIT_ID = {'training': 0, 'validation': 1}
 
@@ -192,72 +191,26 @@ def _write_new(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def read_manifest(root: str) -> Optional[dict]:
-    """The manifest of a complete demo dataset at ``root``, or None."""
-    path = osp.join(root, MANIFEST)
-    if not osp.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def generate_demo_ade(root: str, num_train: int = 300, num_val: int = 50, size: int = 128,
-                      seed: int = 0) -> dict:
-    """Write the demo dataset under ``root``; returns its manifest.
-
-    Raises ``FileExistsError`` (before writing anything) if the manifest or any image/annotation to be
-    written already exists: existing files are never overwritten.
-    """
-    counts = {'training': int(num_train), 'validation': int(num_val)}
-    targets = [osp.join(root, MANIFEST)]
-    for split, n in counts.items():
-        for i in range(n):
-            targets.extend(sample_paths(root, split, i))
-    clash = [p for p in targets if osp.lexists(p)]
-    if clash:
-        raise FileExistsError(f'refusing to overwrite {len(clash)} existing file(s) under {root}, e.g. {clash[0]}')
-    for split in counts:
-        os.makedirs(osp.join(root, 'images', split), exist_ok=True)
-        os.makedirs(osp.join(root, 'annotations', split), exist_ok=True)
-
+@register_demo_data('ade20k', version=VERSION)
+def make_ade20k(out_dir: str, *, num_train: int = 300, num_val: int = 50, seed: int = 0) -> dict:
+    """Write ``num_train`` + ``num_val`` scenes under ``out_dir``; returns the metadata the demo needs."""
+    counts = {'training': num_train, 'validation': num_val}
     pixel_counts = {split: [0] * (len(CLASSES) + 1) for split in counts}
     for split, n in counts.items():
+        os.makedirs(osp.join(out_dir, 'images', split), exist_ok=True)
+        os.makedirs(osp.join(out_dir, 'annotations', split), exist_ok=True)
         for i in range(n):
-            img, ann = render_sample(sample_rng(seed, split, i), size)
-            img_path, ann_path = sample_paths(root, split, i)
+            img, ann = render_sample(sample_rng(seed, split, i), SIZE)
+            img_path, ann_path = sample_paths(out_dir, split, i)
             _write_new(img_path, _encode(img, 'JPEG'))
             _write_new(ann_path, _encode(ann, 'PNG'))
             for v, c in zip(*np.unique(ann, return_counts=True)):
                 pixel_counts[split][int(v)] += int(c)
-    manifest = dict(format='mmevit-demo-ade', version=FORMAT_VERSION, seed=int(seed), size=int(size),
-                    num_train=counts['training'], num_val=counts['validation'], classes=list(CLASSES),
-                    palette=PALETTE, ignore_label=IGNORE_LABEL, reduce_zero_label=True,
-                    # pixel counts per stored label value 0..K (index 0 = ignored "other")
-                    pixel_counts=pixel_counts)
-    _write_new(osp.join(root, MANIFEST), (json.dumps(manifest, indent=1) + '\n').encode())
-    return manifest
+    return dict(size=SIZE, classes=list(CLASSES), palette=PALETTE, ignore_label=IGNORE_LABEL,
+                reduce_zero_label=True,
+                # pixels per stored label value 0..K (index 0 = ignored "other")
+                pixel_counts=pixel_counts)
 
 
-def ensure_demo_ade(root: str, **kwargs) -> Tuple[dict, bool]:
-    """Reuse a complete demo dataset at ``root``, or generate one into a missing/empty ``root``.
-
-    Returns ``(manifest, generated)``. Raises ``FileExistsError`` when ``root`` holds anything else (say a
-    half-written demo or a user's own files): those are left untouched.
-    """
-    manifest = read_manifest(root)
-    if manifest is not None:
-        if manifest.get('format') != 'mmevit-demo-ade':
-            raise FileExistsError(f'{root}/{MANIFEST} is not an mmevit demo manifest')
-        for split, n in (('training', manifest['num_train']), ('validation', manifest['num_val'])):
-            missing = [p for i in range(n) for p in sample_paths(root, split, i) if not osp.isfile(p)]
-            if missing:
-                raise FileNotFoundError(f'demo dataset at {root} is incomplete: {missing[0]} is missing')
-        return manifest, False
-    if osp.isdir(root) and os.listdir(root):
-        raise FileExistsError(f'{root} exists, is not empty and holds no {MANIFEST}: not touching it. Remove it '
-                              'or pass another --data-root.')
-    return generate_demo_ade(root, **kwargs), True
-
-
-__all__: Sequence[str] = ('CLASSES', 'PALETTE', 'IGNORE_LABEL', 'MANIFEST', 'render_sample', 'sample_rng',
-                          'sample_paths', 'generate_demo_ade', 'ensure_demo_ade', 'read_manifest')
+__all__: Sequence[str] = ('CLASSES', 'PALETTE', 'IGNORE_LABEL', 'SIZE', 'render_sample', 'sample_rng',
+                          'sample_paths', 'make_ade20k')

@@ -15,9 +15,10 @@ import mmevit
 from mmevit.engine.convert import check_state_dict, convert_for_model
 from mmevit.engine.hooks.evo_vit_hook import EvoViTScheduleHook
 from mmevit.models.backbones import evo_levit, evo_vit
-from mmevit.models.backbones.evo_levit import (EvoLeViT, EvoLeViTClsHead, convert_official_evo_levit,
-                                               official_stage_aliases)
-from mmevit.models.backbones.evo_vit import EvoViT, EvoViTClsHead, convert_official_evo_vit
+from mmevit.models.backbones.evo_levit import EvoLeViT, convert_official_evo_levit, official_stage_aliases
+from mmevit.models.backbones.evo_vit import EvoViT, convert_official_evo_vit
+from mmevit.models.heads.evo_levit_head import EvoLeViTClsHead
+from mmevit.models.heads.evo_vit_head import EvoViTClsHead
 from mmevit.models.layers import LinearBN, cls_attention
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

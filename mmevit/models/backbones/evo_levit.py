@@ -38,13 +38,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger, print_log
-from mmpretrain.models.heads import ClsHead
 from torch import nn
 
 from ...official import build_classifier, check_kwargs, register_official
-from ...registry import MODELS, export_to, register_backbone
+from ...registry import register_backbone
 from ..checkpoint import StateDict
-from ..layers import (BNLinear, ConvBN, LinearBN, attention_with_cls_row, blend_scores, drop_path,
+from ..layers import (ConvBN, LinearBN, attention_with_cls_row, blend_scores, drop_path,
                       fuse_bn_modules, gather_tokens, representative_token, resample_abs_pos_embed,
                       scatter_tokens, select_tokens, subsample_grid)
 from .base import BaseBackbone, check_image_batch, check_indices, check_int, freeze, map_head
@@ -555,79 +554,6 @@ def _ratios(values: Sequence[float], n: int, name: str) -> Tuple[float, ...]:
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
             raise ValueError(f'{name} entries must lie in (0, 1], got {v!r}')
     return tuple(float(v) for v in values)
-
-
-# ---------------------------------------------------------------------- classification head
-@export_to('mmpretrain')
-@MODELS.register_module()
-class EvoLeViTClsHead(ClsHead):
-    """Evo-LeViT's classifiers, each BatchNorm1d + Linear (LeViT's ``BN_Linear``): ``head`` and
-    ``head_dist`` on the pooled patch tokens (inference: their mean, or ``head`` alone without
-    distillation), ``head_cls`` and ``head_cls_dist`` on the CLS token (training only).
-
-    Training loss (``[pooled, cls]`` from an ``EvoLeViT`` with ``train_cls_token=True``): the official
-    ``0.5 * base + 0.5 * distillation`` with ``base = (CE(head) + CE(head_cls)) / 2`` and the distillation
-    heads fitted to the labels (teacher-free: the official hard distillation from a RegNetY-160 teacher
-    needs the teacher's predictions, which mmpretrain's classifier does not provide).
-
-    Args:
-        num_classes: Number of classes.
-        in_channels: Feature width.
-        distillation: Build ``head_dist``/``head_cls_dist`` (the official models do).
-    """
-
-    HEADS = ('head', 'head_dist', 'head_cls', 'head_cls_dist')
-
-    def __init__(self, num_classes: int, in_channels: int, distillation: bool = True,
-                 init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=.02), **kwargs) -> None:
-        super().__init__(init_cfg=init_cfg, **kwargs)
-        self.num_classes = check_int(num_classes, 'num_classes')
-        self.in_channels = check_int(in_channels, 'in_channels')
-        self.distillation = distillation
-        for name in self.HEADS if distillation else ('head', 'head_cls'):
-            self.add_module(name, BNLinear(in_channels, num_classes))
-
-    def pre_logits(self, feats: Sequence) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        feat = feats[-1]
-        if isinstance(feat, (list, tuple)):
-            return feat[0], feat[1]
-        return feat, None
-
-    def forward(self, feats: Sequence):
-        """Inference logits; in training with a CLS feature, the logits of every head (``HEADS`` order)."""
-        pooled, cls = self.pre_logits(feats)
-        if self.training and cls is not None:
-            scores = (self.head(pooled), self.head_cls(cls))
-            if self.distillation:
-                scores = (scores[0], self.head_dist(pooled), scores[1], self.head_cls_dist(cls))
-            return scores
-        if self.distillation:
-            return (self.head(pooled) + self.head_dist(pooled)) / 2
-        return self.head(pooled)
-
-    def unused_parameters(self, training: Optional[bool] = None) -> Set[str]:
-        """The CLS heads outside training (they are fed the CLS feature only then)."""
-        training = self.training if training is None else training
-        return set() if training else {n for n, _ in self.named_parameters() if n.startswith('head_cls')}
-
-    def loss(self, feats: Sequence, data_samples, **kwargs) -> dict:
-        pooled, cls = self.pre_logits(feats)
-        if cls is None:
-            raise ValueError('EvoLeViTClsHead.loss needs the CLS feature: build the backbone with '
-                             "out_type='avg_featmap', train_cls_token=True")
-        losses = self._get_loss(self.head(pooled), data_samples, **kwargs)
-        base = (losses['loss'] + self._get_loss(self.head_cls(cls), data_samples, **kwargs)['loss']) / 2
-        if not self.distillation:
-            losses['loss'] = base
-            return losses
-        dist = (self._get_loss(self.head_dist(pooled), data_samples, **kwargs)['loss']
-                + self._get_loss(self.head_cls_dist(cls), data_samples, **kwargs)['loss']) / 2
-        losses['loss'] = 0.5 * base
-        losses['loss_dist'] = 0.5 * dist
-        return losses
-
-    def switch_to_deploy(self) -> None:
-        fuse_bn_modules(self)
 
 
 # ---------------------------------------------------------------------- checkpoint conversion

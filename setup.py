@@ -1,4 +1,4 @@
-"""mmevit: efficient vision-transformer backbones for OpenMMLab 2.x (mmseg, mmdet, mmpretrain)."""
+"""mmevit: efficient vision transformers for OpenMMLab 2.x (backbones for mmseg, mmdet, mmpretrain; denoisers)."""
 import os
 import os.path as osp
 import shutil
@@ -45,8 +45,9 @@ if __name__ == '__main__':
     setup(
         name='mmevit',
         version=read_version(),
-        description='Efficient vision-transformer backbones for OpenMMLab 2.x (SkipAt-ViT in mmseg, mmdet and '
-        'mmpretrain configs), with official-checkpoint conversion and parity tests',
+        description='Efficient vision transformers for OpenMMLab 2.x: SkipAt-ViT, LIT and Evo-ViT backbones for '
+        'mmseg/mmdet/mmpretrain configs, Uformer and a video denoiser with SkipAt on mmengine, with '
+        'official-checkpoint conversion and parity tests',
         long_description=open(osp.join(ROOT, 'README.md')).read() if osp.exists(osp.join(ROOT, 'README.md')) else '',
         long_description_content_type='text/markdown',
         license='Apache-2.0',

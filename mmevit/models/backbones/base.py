@@ -107,6 +107,16 @@ def check_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_img_size(img_size, patch_size: int = 1) -> Tuple[int, int]:
+    """``img_size`` as an int or a pair of ints -> ``(H, W)``, each an int >= ``patch_size``."""
+    sizes = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
+    out = tuple(check_int(s, 'img_size') for s in sizes)
+    if len(out) != 2 or min(out) < patch_size:
+        raise ValueError('img_size must be one or two ints'
+                         + (f' >= patch_size ({patch_size})' if patch_size > 1 else '') + f', got {img_size!r}')
+    return out
+
+
 def check_image_batch(x, in_channels: int, dtype: torch.dtype, min_size: int = 1) -> None:
     """Refuse what a backbone cannot take, with the reason: not a tensor, not (B, C, H, W), wrong channel
     count, sides below ``min_size`` (the smallest input the model's strides/windows allow), or a dtype

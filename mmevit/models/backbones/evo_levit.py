@@ -46,7 +46,7 @@ from ..checkpoint import StateDict
 from ..layers import (ConvBN, LinearBN, attention_with_cls_row, blend_scores, drop_path,
                       fuse_bn_modules, gather_tokens, representative_token, resample_abs_pos_embed,
                       scatter_tokens, select_tokens, subsample_grid)
-from .base import BaseBackbone, check_image_batch, check_indices, check_int, freeze, map_head
+from .base import BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, freeze, map_head
 
 NUM_UNPRUNED = 2  # the official models never prune the first two layers
 OFFICIAL_STAGE_KEEP_RATIOS = (0.5, 0.5, 0.5)
@@ -235,10 +235,7 @@ class EvoLeViT(BaseBackbone):
         self.arch = self._resolve_arch(arch)
         dims, key_dim, heads, depths = (self.arch[k] for k in ('embed_dims', 'key_dim', 'num_heads', 'depths'))
         self.embed_dims, self.depths, self.num_stages = tuple(dims), tuple(depths), len(depths)
-        self.img_size = tuple(check_int(s, 'img_size') for s in
-                              ((img_size, img_size) if isinstance(img_size, numbers.Integral) else img_size))
-        if len(self.img_size) != 2:
-            raise ValueError(f'img_size must be one or two ints, got {img_size!r}')
+        self.img_size = check_img_size(img_size)
         self.in_channels = check_int(in_channels, 'in_channels')
         for name, v in (('attn_ratio', attn_ratio), ('mlp_ratio', mlp_ratio), ('down_attn_ratio', down_attn_ratio),
                         ('down_mlp_ratio', down_mlp_ratio)):

@@ -39,7 +39,8 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (EvoAttention, PatchEmbed, TransformerBlock, blend_scores, drop_path_rates, gather_tokens,
                       resample_abs_pos_embed, scatter_tokens, select_tokens)
-from .base import DEFAULT_HEAD_PREFIXES, BaseBackbone, check_image_batch, check_indices, check_int, freeze, map_head
+from .base import (DEFAULT_HEAD_PREFIXES, BaseBackbone, check_image_batch, check_img_size, check_indices, check_int,
+                   freeze, map_head)
 
 # The official DeiT schedule (12 layers): full tokens in layers 0-3, then stages [4-7] and [8-11] keeping half.
 OFFICIAL_KEEP_RATIOS = (1., 1., 1., 1.) + (0.5,) * 8
@@ -139,10 +140,7 @@ class EvoViT(BaseBackbone):
         dims, depth = self.arch['embed_dims'], self.arch['num_layers']
         self.embed_dims, self.num_layers = dims, depth
         self.patch_size = check_int(patch_size, 'patch_size')
-        self.img_size = tuple(check_int(s, 'img_size') for s in
-                              ((img_size, img_size) if isinstance(img_size, numbers.Integral) else img_size))
-        if len(self.img_size) != 2 or min(self.img_size) < patch_size:
-            raise ValueError(f'img_size must be one or two ints >= patch_size ({patch_size}), got {img_size!r}')
+        self.img_size = check_img_size(img_size, self.patch_size)
         self.in_channels = check_int(in_channels, 'in_channels')
         self.pretrain_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
 

@@ -45,7 +45,8 @@ from ..layers import PatchEmbed, TransformerBlock, drop_path_rates, resample_abs
 from ..layers.dtm import DTM_IMPLS, DeformableTokenMerging
 from ..layers.fused_linear import fusable, linear
 from ..layers.rel_pos import GlobalSelfAttention, resize_rel_pos_table
-from .base import BaseBackbone, check_image_batch, check_indices, check_int, freeze, tokens_to_nchw
+from .base import (BaseBackbone, check_image_batch, check_img_size, check_indices, check_int, freeze,
+                   tokens_to_nchw)
 
 POSITIONS = ('absolute', 'relative')
 
@@ -204,10 +205,7 @@ class LIT(BaseBackbone):
         self.position = self.arch['position']
         self.patch_size = check_int(patch_size, 'patch_size')
         self.in_channels = check_int(in_channels, 'in_channels')
-        sizes = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
-        if len(sizes) != 2:
-            raise ValueError(f'img_size must be one or two ints, got {img_size!r}')
-        self.img_size = tuple(check_int(s, 'img_size') for s in sizes)
+        self.img_size = check_img_size(img_size)
         grid = (-(-self.img_size[0] // patch_size), -(-self.img_size[1] // patch_size))
         self.grids = []
         for _ in range(self.num_stages):

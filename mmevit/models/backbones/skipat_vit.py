@@ -33,7 +33,7 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, drop_path_rates,
                       resample_abs_pos_embed)
-from .base import BaseBackbone, check_image_batch, check_indices, check_int, freeze
+from .base import BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, freeze
 
 # The paper's skipped blocks: 4-9 in 1-based counting.
 DEFAULT_SKIP_INDICES = (3, 4, 5, 6, 7, 8)
@@ -147,10 +147,7 @@ class SkipAtViT(BaseBackbone):
         dims, depth = self.arch['embed_dims'], self.arch['num_layers']
         self.embed_dims, self.num_layers = dims, depth
         self.patch_size = check_int(patch_size, 'patch_size')
-        self.img_size = tuple(check_int(s, 'img_size') for s in
-                              ((img_size, img_size) if isinstance(img_size, numbers.Integral) else img_size))
-        if len(self.img_size) != 2 or min(self.img_size) < patch_size:
-            raise ValueError(f'img_size must be one or two ints >= patch_size ({patch_size}), got {img_size!r}')
+        self.img_size = check_img_size(img_size, self.patch_size)
         self.in_channels = check_int(in_channels, 'in_channels')
         if check_int(phi_kernel, 'phi_kernel') % 2 == 0:
             raise ValueError(f'phi_kernel must be odd (a "same" depth-wise conv), got {phi_kernel}')

@@ -24,6 +24,7 @@ import mmevit
 from mmevit import compat
 from mmevit.engine.convert import (CheckpointMismatchError, build_from_spec, check_state_dict,
                                    convert_for_model)
+from mmevit.engine.runner_checkpoints import build_meta_model
 from mmevit.models.checkpoint import read_checkpoint
 
 
@@ -45,12 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config_model(config: str) -> torch.nn.Module:
     from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
     cfg = Config.fromfile(config)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')), torch.device('meta'):
-        return MODELS.build(cfg.model)
+    return build_meta_model(cfg.model, cfg.get('default_scope'))
 
 
 def check_paths(src: str, dst: str, force: bool) -> None:

@@ -146,16 +146,28 @@ def test_benchmark_doc_generator_writes_its_own_file_only(tmp_path):
     out = tmp_path / 'benchmarks.md'
     out.write_text('hand-written\n')
     with pytest.raises(SystemExit):
-        docs.main(['--out', str(out), '--only', 'skipat-t', '--repeats', '7', '--no-memory', '--no-compile'])
+        docs.main(['--out', str(out), '--only', 'skipat-t', '--repeats', '7', '--no-memory', '--no-compile', '--no-official'])
     assert out.read_text() == 'hand-written\n'
     out.unlink()
-    text = docs.main(['--out', str(out), '--only', 'skipat-t', '--repeats', '7', '--no-memory', '--no-compile'])
+    text = docs.main(['--out', str(out), '--only', 'skipat-t', '--repeats', '7', '--no-memory', '--no-compile', '--no-official'])
     assert out.read_text() == text and text.startswith(docs.MARKER)
     row = next(ln for ln in text.splitlines() if ln.startswith('| vit-t -> skipat-t'))
     assert '1.25 / 1.17' in row and '1.07x' in row and 'median of 7 per-pair ratios' in text
     assert 'No GPU was lent' in text and 'shared 2-core machine' in text and 'model name' not in text
     # its own file is regenerated without --force
-    docs.main(['--out', str(out), '--only', 'skipat-t', '--repeats', '7', '--no-memory', '--no-compile'])
+    docs.main(['--out', str(out), '--only', 'skipat-t', '--repeats', '7', '--no-memory', '--no-compile', '--no-official'])
+
+
+def test_benchmark_doc_official_section():
+    """The official comparison: identical outputs checked, per-pair ratio, target verdict in the table."""
+    import argparse
+    docs = _load('tools/analysis/make_benchmark_docs.py', 'make_benchmark_docs')
+    args = argparse.Namespace(repeats=7, warmup=1, threads=1, memory=False, verbose=False)
+    row = docs.run_official('skipat-t', 64, 1, 1.2, args, lambda s: None)
+    assert row['diff'] <= 1e-4 and row['ratio']['pairs'] == 7 and row['ratio']['median'] > 0
+    text = docs.render([], [], args, [row])
+    line = next(ln for ln in text.splitlines() if ln.startswith('| skipat-t | 64², 1 |'))
+    assert '>= 1.2x (' in line and f'{row["diff"]:.1e}' in line
 
 
 @pytest.mark.gpu

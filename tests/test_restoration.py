@@ -267,7 +267,7 @@ def test_tiled_restoration():
 def test_denoiser_checkpoint_through_generator(tmp_path):
     """convert_for_model finds the Uformer under ``generator``: an official network checkpoint loads."""
     from mmevit.engine.convert import check_state_dict, convert_for_model
-    from uformer_reference import to_official_state_dict
+    from mmevit.analysis.official import to_official_state_dict
     model = Denoiser(TINY_UFORMER)
     state, _ = convert_for_model({'state_dict': to_official_state_dict(model.generator)}, model)
     check_state_dict(state, model)

@@ -11,7 +11,7 @@ import mmevit
 from mmevit.engine.convert import check_state_dict, convert_for_model
 from mmevit.models.denoisers.uformer import (AttentionReuse, ShiftMask, Uformer, WindowAttention,
                                              convert_uformer_state_dict, shift_attention_mask)
-from uformer_reference import OfficialUformerOps, to_official_state_dict
+from mmevit.analysis.official import OfficialUformerOps, to_official_state_dict
 
 TINY = dict(embed_dims=4, depths=[2] * 9, num_heads=[1, 2, 4, 8, 16, 16, 8, 4, 2])
 OFFICIAL_TINY = dict(img_size=64, embed_dim=4, depths=[2] * 9, num_heads=[1, 2, 4, 8, 16, 16, 8, 4, 2],

@@ -1,13 +1,17 @@
 """Multi-head self-attention on ``F.scaled_dot_product_attention``.
 
 One fused ``qkv`` projection (timm/official key layout ``attn.qkv`` / ``attn.proj``), with the eager
-softmax(QK^T)V path kept in the same forward behind ``fused_attn`` so that tests can compare the two.
+softmax(QK^T)V path kept in the same forward behind ``fused_attn`` so that tests can compare the two. In CPU
+inference the projections run as oneDNN GEMMs, the output projection with the block's residual add fused in
+(``fused_linear.py``; ``fused_linear = False`` turns that off).
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fused_linear import linear
 
 
 class MultiheadSelfAttention(nn.Module):
@@ -32,14 +36,21 @@ class MultiheadSelfAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.fused_attn = fused_attn
+        self.fused_linear = True
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``proj(attention(x))``, or ``residual + proj(attention(x))`` when ``residual`` is given.
+
+        ``attn_mask``: boolean (True = attend) or additive float, broadcastable to (B, heads, N, N).
+        """
         B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = linear(x, self.qkv, fused=self.fused_linear)
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
             attn_mask = attn_mask.to(q.dtype)  # an fp32 bias table under autocast
         if self.fused_attn:
@@ -53,4 +64,8 @@ class MultiheadSelfAttention(nn.Module):
             attn = self.attn_drop(attn.softmax(dim=-1))
             x = attn @ v
         x = x.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(x))
+        if residual is None:
+            return self.proj_drop(linear(x, self.proj, fused=self.fused_linear))
+        if self.training:
+            return residual + self.proj_drop(self.proj(x))
+        return linear(x, self.proj, residual=residual, fused=self.fused_linear)

@@ -22,5 +22,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features, **dd)
         self.drop = nn.Dropout(drop)
 
+    @property
+    def fusable_act(self) -> bool:
+        """The activation is exact GELU, which oneDNN can fuse into ``fc1`` (``fused_linear.py``)."""
+        return type(self.act) is nn.GELU and self.act.approximate == 'none'
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

@@ -71,7 +71,6 @@ class GlobalSelfAttention(MultiheadSelfAttention):
                  attn_drop: float = 0., proj_drop: float = 0., fused_attn: bool = True,
                  interpolate_mode: str = 'bicubic', device=None, dtype=None) -> None:
         super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop, fused_attn, device=device, dtype=dtype)
-        self.fused_linear = True
         self.grid = tuple(grid) if grid is not None else None
         self.interpolate_mode = interpolate_mode
         if self.grid is not None:
@@ -90,21 +89,9 @@ class GlobalSelfAttention(MultiheadSelfAttention):
 
     def forward(self, x: torch.Tensor, hw_shape: Optional[Tuple[int, int]] = None,
                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        B, N, C = x.shape
-        qkv = linear(x, self.qkv, fused=self.fused_linear)
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
         if self.relative:
             if hw_shape is None:
                 raise ValueError('relative position bias needs hw_shape')
-            mask = self.bias(hw_shape).unsqueeze(0).to(q.dtype)  # SDPA takes a float mask in q's dtype
-        if self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=self.attn_drop.p if self.training else 0.)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if mask is not None:
-                attn = attn + mask
-            x = self.attn_drop(attn.softmax(dim=-1)) @ v
-        x = x.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(linear(x, self.proj, residual=residual, fused=self.fused_linear))
+            mask = self.bias(hw_shape).unsqueeze(0)  # SDPA takes it as a float mask in q's dtype
+        return super().forward(x, attn_mask=mask, residual=residual)

@@ -7,13 +7,16 @@ Linear(2d, d) -> ECA channel gating.
 
 Differs from the official code: the token grid is passed in (non-square inputs work; the official code
 reshapes to ``int(sqrt(N))`` squared), and the depth-wise conv runs on a channels-last *view* of the token
-tensor instead of a transposed copy, which is what makes Phi cost on the CPU what its FLOPs say.
+tensor instead of a transposed copy, which is what makes Phi cost on the CPU what its FLOPs say; in CPU inference
+the linears run as oneDNN GEMMs with the first GELU fused (``fused_linear.py``).
 """
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fused_linear import linear
 
 
 class ECA(nn.Module):
@@ -71,9 +74,9 @@ class SkipAtPhi(nn.Module):
         H, W = hw_shape
         if H * W != N:
             raise ValueError(f'Phi got {N} tokens for a {H}x{W} grid')
-        h = F.gelu(self.fc1(x))
+        h = linear(x, self.fc1, 'gelu')
         # (B, H, W, C) permuted to NCHW is a channels-last view: no copy before or after the conv.
         h = h.view(B, H, W, h.shape[-1]).permute(0, 3, 1, 2)
         h = F.gelu(self.dwconv(h))
         h = h.permute(0, 2, 3, 1).reshape(B, N, h.shape[1])
-        return self.eca(self.fc2(h))
+        return self.eca(linear(h, self.fc2))

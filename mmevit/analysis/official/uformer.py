@@ -3,7 +3,7 @@ timing: the same math in the same order of kernels, reshapes and copies as the o
 (token layout (B, H*W, C) between modules, ``torch.roll`` + permuted-copy window partitioning, separate
 ``to_q``/``to_kv`` linears, the bias gathered from the table and the SW-MSA mask rebuilt in every block, eager
 softmax attention, LeFF through einops views), written from the description in
-shared/design/references.md §4 and checked against the official parity fixture in ``test_uformer.py``.
+shared/design/references.md §4 and checked against the official parity fixture in ``tests/test_uformer.py``.
 
 It runs on an official state dict (official keys) and the official constructor kwargs; square inputs whose
 side is a multiple of the official ``img_size``'s window layout, as the official model needs.

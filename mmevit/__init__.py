@@ -12,7 +12,7 @@ from .version import __version__
 compat.apply()
 
 from . import engine, models  # noqa: E402,F401  (registers the classes)
-from . import evaluation  # noqa: E402,F401  (PSNR/SSIM metrics)
+from . import datasets, evaluation  # noqa: E402,F401  (datasets/transforms, PSNR/SSIM metrics)
 from .official import from_official  # noqa: E402
 from .registry import MODELS, register_into_toolboxes  # noqa: E402
 

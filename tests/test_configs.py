@@ -238,3 +238,52 @@ def test_downstream_config_inherits_with_mmevit_scope(tmp_path, monkeypatch):
 def test_import_mmevit_enables_mmevit_scope_in_configs():
     from mmengine.config.utils import MODULE2PACKAGE
     assert MODULE2PACKAGE.get('mmevit') == 'mmevit'
+
+
+# ----------------------------------------------------------------------------------------- hardening (issue 12)
+# The data preprocessors that refuse NaN/Inf training batches (mmevit/models/data_preprocessors.py).
+FINITE_PREPROCESSORS = {'mmseg': 'FiniteSegDataPreProcessor', 'mmdet': 'FiniteDetDataPreprocessor',
+                        'mmpretrain': 'FiniteClsDataPreprocessor', 'mmevit': 'RestorationDataPreprocessor'}
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=rel)
+def test_config_hardening(path):
+    """Every shipped config:
+    - lists RNGStateHook (exact --resume; configs/_base_/rng_state.py), by a name that builds in its own scope;
+    - refuses NaN/Inf training batches in its data preprocessor (mmevit/models/data_preprocessors.py);
+    - segmentation: loads annotations with LoadSegAnnotations and the heads' num_classes (files named on
+      errors, labels range-checked), in training and testing; COCO: reads them through CheckedCocoDataset.
+    """
+    from mmengine.registry import HOOKS
+
+    from mmevit.engine.hooks.rng_state import RNGStateHook
+    cfg = Config.fromfile(path)
+    hooks = [h for h in cfg.get('custom_hooks') or [] if h.type in ('RNGStateHook', 'mmevit.RNGStateHook')]
+    assert len(hooks) == 1, cfg.get('custom_hooks')
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        assert type(HOOKS.build(copy.deepcopy(hooks[0]))) is RNGStateHook
+
+    model = cfg.model
+    dp = model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    assert dp.get('type') == FINITE_PREPROCESSORS[cfg.default_scope], (dp.get('type'), cfg.default_scope)
+    if cfg.default_scope == 'mmseg':
+        num_classes = model.decode_head.num_classes
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            loads = [t for t in loader.dataset.pipeline if 'Annotations' in t.type]
+            assert [(t.type, t.num_classes) for t in loads] == [('LoadSegAnnotations', num_classes)], loads
+    if cfg.default_scope == 'mmdet':
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            assert loader.dataset.type == 'CheckedCocoDataset'
+
+
+def test_shipped_checked_classes_build_in_their_toolbox():
+    """The names the configs use resolve in the toolboxes' registries (exported by mmevit)."""
+    import importlib
+    for toolbox, name in FINITE_PREPROCESSORS.items():
+        if toolbox != 'mmevit':
+            assert importlib.import_module(f'{toolbox}.registry').MODELS.get(name) is mmevit.MODELS.get(name)
+    from mmevit.registry import DATASETS, TRANSFORMS
+    assert importlib.import_module('mmseg.registry').TRANSFORMS.get('LoadSegAnnotations') is \
+        TRANSFORMS.get('LoadSegAnnotations')
+    assert importlib.import_module('mmdet.registry').DATASETS.get('CheckedCocoDataset') is \
+        DATASETS.get('CheckedCocoDataset')

@@ -27,6 +27,9 @@ SMALL_KWARGS = {
                                     img_size=64, skipat='feature')),
     'CharbonnierLoss': dict(),
     'RestorationDataPreprocessor': dict(),
+    'FiniteSegDataPreProcessor': dict(mean=[127.5] * 3, std=[127.5] * 3),
+    'FiniteDetDataPreprocessor': dict(mean=[127.5] * 3, std=[127.5] * 3, pad_size_divisor=8),
+    'FiniteClsDataPreprocessor': dict(mean=[127.5] * 3, std=[127.5] * 3),
     'UniFormerDenoiser': dict(arch=dict(embed_dims=4, depths=[1, 1, 2, 1], num_heads=[1, 2, 2]), skip_attention=True,
                               drop_path_rate=0.1),
     'VideoDenoiser': dict(generator=dict(type='UniFormerDenoiser', arch=dict(embed_dims=4, depths=[1] * 4,
@@ -48,6 +51,13 @@ INPUTS = {
     'CharbonnierLoss': lambda: dict(pred=torch.rand(2, 3, 8, 8, requires_grad=True), target=torch.rand(2, 3, 8, 8)),
     'RestorationDataPreprocessor': lambda: dict(data=dict(inputs=[torch.rand(3, 8, 8, requires_grad=True)] * 2),
                                                 training=False),
+    # the toolboxes' preprocessors with the training-time NaN/Inf check (tests/test_data_errors.py tests it)
+    'FiniteSegDataPreProcessor': lambda: dict(data=dict(inputs=[torch.rand(3, 8, 8, requires_grad=True)] * 2),
+                                              training=False),
+    'FiniteDetDataPreprocessor': lambda: dict(data=dict(inputs=[torch.rand(3, 8, 6, requires_grad=True)] * 2),
+                                              training=False),
+    'FiniteClsDataPreprocessor': lambda: dict(data=dict(inputs=[torch.rand(3, 8, 8, requires_grad=True)] * 2),
+                                              training=False),
 }
 
 

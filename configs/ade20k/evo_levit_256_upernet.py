@@ -15,15 +15,16 @@
 # checkpoints/EvoLeViT_256.pth; init_cfg converts it (the duplicated stage_blocks.* copy and the heads dropped).
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/datasets/ade20k.py',  # mmseg's, with LoadSegAnnotations
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(type='FiniteSegDataPreProcessor', size=crop_size)  # + NaN/Inf check in training
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,

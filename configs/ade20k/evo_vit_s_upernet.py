@@ -13,15 +13,16 @@
 # checkpoints/evo_deit_small_patch16_224.pth; init_cfg converts it (qk/v merged into qkv, heads dropped).
 _base_ = [
     'mmseg::_base_/models/upernet_vit-b16_ln_mln.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/datasets/ade20k.py',  # mmseg's, with LoadSegAnnotations
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 embed_dims = 384
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(type='FiniteSegDataPreProcessor', size=crop_size)  # + NaN/Inf check in training
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,  # EncoderDecoder would pass it on to the backbone; weights come from backbone.init_cfg

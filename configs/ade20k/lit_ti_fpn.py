@@ -12,14 +12,15 @@
 # checkpoint (sem_fpn_lit_ti.pth, see lit_metafile.yml) has the same backbone keys.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/datasets/ade20k.py',  # mmseg's, with LoadSegAnnotations
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(type='FiniteSegDataPreProcessor', size=crop_size)  # + NaN/Inf check in training
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,  # EncoderDecoder would pass it on to the backbone; weights come from backbone.init_cfg

@@ -8,9 +8,10 @@
 # The backbone is SkipAtViT; its plain-ViT baseline is vit_s_upernet.py (same class, skip_indices=()).
 _base_ = [
     'mmseg::_base_/models/upernet_vit-b16_ln_mln.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    '../_base_/datasets/ade20k.py',  # mmseg's, with LoadSegAnnotations
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
@@ -18,7 +19,10 @@ crop_size = (512, 512)
 embed_dims = 384
 # The official SkipAt/ViT checkpoints were trained and evaluated with mean = std = 0.5 (timm's ViT default), i.e.
 # 127.5 on 0-255 RGB input, not the ImageNet statistics of mmseg's base file.
-data_preprocessor = dict(size=crop_size, mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
+# FiniteSegDataPreProcessor: mmseg's SegDataPreProcessor that refuses NaN/Inf training batches
+# (mmevit.models.data_preprocessors).
+data_preprocessor = dict(type='FiniteSegDataPreProcessor', size=crop_size, mean=[127.5, 127.5, 127.5],
+                         std=[127.5, 127.5, 127.5])
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,  # EncoderDecoder would pass it on to the backbone; weights come from backbone.init_cfg

@@ -15,10 +15,12 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 model = dict(
+    data_preprocessor=dict(type='FiniteDetDataPreprocessor'),  # mmdet's + NaN/Inf check in training
     backbone=dict(
         _delete_=True,  # drop the ResNet kwargs of the base file
         type='LIT',
@@ -37,5 +39,8 @@ optim_wrapper = dict(
 
 # Total batch 16 = 8 GPUs x 2 images; the lr is for that batch. As in mmdet, it is NOT rescaled by default:
 # `tools/train.py --auto-scale-lr` scales it by (real total batch) / base_batch_size.
-train_dataloader = dict(batch_size=2)
+# CheckedCocoDataset: mmdet's CocoDataset whose annotation errors name the file (mmevit/datasets/coco.py).
+train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)

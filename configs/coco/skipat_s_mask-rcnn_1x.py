@@ -17,6 +17,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
@@ -24,7 +25,8 @@ embed_dims = 384
 model = dict(
     # The official SkipAt/ViT checkpoints were trained with mean = std = 0.5 (timm's ViT default), i.e. 127.5
     # on 0-255 RGB input, not the ImageNet statistics of mmdet's base file.
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
+    # FiniteDetDataPreprocessor: mmdet's DetDataPreprocessor that refuses NaN/Inf training batches.
+    data_preprocessor=dict(type='FiniteDetDataPreprocessor', mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5]),
     backbone=dict(
         _delete_=True,  # drop the ResNet kwargs of the base file
         type='SkipAtViT',
@@ -63,5 +65,8 @@ optim_wrapper = dict(
         }))
 
 # Total batch 16 = 8 GPUs x 2 images; lr 1e-4 is for that batch (tools/train.py --auto-scale-lr rescales it).
-train_dataloader = dict(batch_size=2)
+# CheckedCocoDataset: mmdet's CocoDataset whose annotation errors name the file (mmevit/datasets/coco.py).
+train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)

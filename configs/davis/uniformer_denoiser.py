@@ -13,6 +13,7 @@
 # - Schedule (not given by the paper; ours): AdamW lr 2e-4 (betas 0.9/0.999, weight decay 0.02), 2k-iteration
 #   linear warm-up, cosine to 1e-6 over 300k iterations of batch 16, mixed precision.
 # Recipe: 4 GPUs x 4 images (batch 16), 300k iterations, 128x128 crops.
+_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
 default_scope = 'mmevit'
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 

@@ -27,6 +27,7 @@
 #   `tools/demo.py --max-iters N` rescales the schedule (any N >= 1).
 # - Threads: tools/demo.py and tools/run_demo.sh set OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads made a
 #   step 4-5x slower when other processes share the 2 cores).
+_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
@@ -46,9 +47,12 @@ data_root = 'data/demo_ade'
 img_size = (128, 128)  # the demo images, tested whole
 crop_size = (96, 96)   # training crops
 
+# LoadSegAnnotations: mmseg's LoadAnnotations whose errors name the file and which refuses labels outside the 5
+# classes other than 255 (mmevit/datasets/seg_loading.py); reduce_zero_label comes from the dataset.
+load_annotations = dict(type='LoadSegAnnotations', num_classes=len(demo_metainfo['classes']))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),  # reduce_zero_label comes from the dataset
+    load_annotations,
     # Crops and flips only: the run is too short (8 epochs) to overfit, and scale jitter slowed learning down.
     # mmseg's ADE20K crop: retried (up to 10 times) while one class covers > 75 % of it
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
@@ -57,7 +61,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    load_annotations,
     dict(type='PackSegInputs'),
 ]
 _dataset = dict(
@@ -92,7 +96,7 @@ test_evaluator = val_evaluator
 # ----------------------------------------------------------------------------- model
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(
-    type='SegDataPreProcessor',
+    type='FiniteSegDataPreProcessor',  # mmseg's SegDataPreProcessor + NaN/Inf check in training
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,

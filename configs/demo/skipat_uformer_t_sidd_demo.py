@@ -6,6 +6,7 @@
 # - AdamW at 1e-3 (5x the recipe: the schedule is 2,500x shorter), 20 warm-up iterations, cosine to 1e-5, fp32;
 # - validation once at the end on the 24 held-out 64x64 blocks (other photographs than the training ones), with
 #   the PSNR/SSIM of the noisy input next to the restored one (prefix 'noisy').
+_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
 default_scope = 'mmevit'
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 

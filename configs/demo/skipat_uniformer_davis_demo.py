@@ -9,6 +9,7 @@
 # - validation once at the end on the 4 held-out sequences (other photographs; 10 frames of 96x128, restored in
 #   7-frame windows every 3 frames, padded to 128x128 inside the model), with the PSNR/SSIM of the noisy input
 #   next to the restored one (prefix 'noisy'). Pass criterion (tools/run_demo.sh davis): PSNR - noisy/PSNR >= 3 dB.
+_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
 default_scope = 'mmevit'
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 

@@ -26,9 +26,12 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs2048_adamw_levit.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
+# mmpretrain's ClsDataPreprocessor (the base file's settings) + NaN/Inf check in training.
+data_preprocessor = dict(type='FiniteClsDataPreprocessor')
 model = dict(
     type='ImageClassifier',
     backbone=dict(
@@ -49,7 +52,7 @@ model = dict(
         topk=(1, 5)),
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )
-custom_hooks = [dict(type='mmevit.EvoViTScheduleHook', switch_epoch=200)]
+custom_hooks = [*_base_.custom_hooks, dict(type='mmevit.EvoViTScheduleHook', switch_epoch=200)]  # + RNGStateHook
 model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
 
 # Total batch 2048 = 8 GPUs x 256 images; the lr is for that batch.

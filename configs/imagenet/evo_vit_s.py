@@ -21,10 +21,13 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 embed_dims = 384
+# mmpretrain's ClsDataPreprocessor (the base file's settings) + NaN/Inf check in training.
+data_preprocessor = dict(type='FiniteClsDataPreprocessor')
 model = dict(
     type='ImageClassifier',
     backbone=dict(
@@ -50,7 +53,7 @@ model = dict(
     ],
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )
-custom_hooks = [dict(type='mmevit.EvoViTScheduleHook', switch_epoch=200)]
+custom_hooks = [*_base_.custom_hooks, dict(type='mmevit.EvoViTScheduleHook', switch_epoch=200)]  # + RNGStateHook
 
 # Total batch 1024 = 8 GPUs x 128 images; the lr is for that batch.
 train_dataloader = dict(

@@ -14,9 +14,12 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
+# mmpretrain's ClsDataPreprocessor (the base file's settings) + NaN/Inf check in training.
+data_preprocessor = dict(type='FiniteClsDataPreprocessor')
 model = dict(
     type='ImageClassifier',
     backbone=dict(

@@ -14,6 +14,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
 ]
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
@@ -42,7 +43,8 @@ model = dict(
 
 mean = [127.5, 127.5, 127.5]
 std = [127.5, 127.5, 127.5]
-data_preprocessor = dict(num_classes=1000, mean=mean, std=std, to_rgb=True)
+# FiniteClsDataPreprocessor: mmpretrain's ClsDataPreprocessor that refuses NaN/Inf training batches.
+data_preprocessor = dict(type='FiniteClsDataPreprocessor', num_classes=1000, mean=mean, std=std, to_rgb=True)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -12,6 +12,7 @@
 #   an epoch); the official warm-up steps once per epoch, this one per iteration. Mixed precision, as the
 #   official torch.cuda.amp training (tools/train.py falls back to bfloat16 on CPUs).
 # Recipe: 1 GPUs x 32 images (batch 32), 750k iterations, 128x128 crops.
+_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
 default_scope = 'mmevit'
 custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 

@@ -21,7 +21,6 @@ import os.path as osp
 import zlib
 from typing import List, Optional, Sequence
 
-import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
@@ -29,6 +28,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.structures import BaseDataElement
 
 from ..registry import DATASETS, TRANSFORMS
+from .file_io import read_image
 from .sidd import IMG_EXTENSIONS, build_pipeline
 
 
@@ -66,8 +66,12 @@ class VideoFramesDataset(BaseDataset):
         if self.ann_file:
             if not osp.isfile(self.ann_file):
                 raise FileNotFoundError(f'{type(self).__name__}: sequence list {self.ann_file!r} not found')
-            with open(self.ann_file) as f:
-                names = [line.strip() for line in f if line.strip()]
+            try:
+                with open(self.ann_file, encoding='utf-8') as f:
+                    names = [line.strip() for line in f if line.strip()]
+            except UnicodeDecodeError as e:
+                raise ValueError(f'{type(self).__name__}: sequence list {self.ann_file!r} is not a text file of '
+                                 f'sequence names ({e})') from e
         else:
             names = sorted(d for d in os.listdir(root) if osp.isdir(osp.join(root, d)))
         if not names:
@@ -115,9 +119,7 @@ class LoadVideoFrames(BaseTransform):
             paths = paths[:self.max_frames]
         frames = []
         for p in paths:
-            img = mmcv.imread(p, flag='color', channel_order='rgb')
-            if img is None:
-                raise FileNotFoundError(f'LoadVideoFrames: cannot read {p}')
+            img = read_image(p, 'LoadVideoFrames', flag='color', channel_order='rgb')  # errors name the file
             if frames and img.shape != frames[0].shape:
                 raise ValueError(f'LoadVideoFrames: {p} is {img.shape[:2]}, other frames {frames[0].shape[:2]}')
             frames.append(img)

@@ -15,6 +15,7 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 
 from ..registry import DATASETS, TRANSFORMS
+from .file_io import UnreadableFileError
 
 IMG_EXTENSIONS = ('.png', '.PNG', '.jpg', '.jpeg', '.JPG', '.bmp', '.tif', '.tiff')
 
@@ -97,7 +98,11 @@ class SIDDValidationBlocks(BaseDataset):
         path = osp.join(self.data_root, file)
         if not osp.isfile(path):
             raise FileNotFoundError(f'{type(self).__name__}: {path} not found')
-        content = {k: v for k, v in loadmat(path).items() if not k.startswith('__')}
+        try:
+            content = {k: v for k, v in loadmat(path).items() if not k.startswith('__')}
+        except Exception as e:  # scipy says what is wrong, not with which file
+            raise UnreadableFileError(f'{type(self).__name__}: cannot read {path} ({osp.getsize(path)} bytes) as a '
+                                      f'MATLAB file: truncated or corrupt? ({type(e).__name__}: {e})') from e
         if key is None:
             if len(content) != 1:
                 raise KeyError(f'{path} holds {sorted(content)}: pass the variable name (noisy_key/gt_key)')

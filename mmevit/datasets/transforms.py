@@ -6,13 +6,13 @@ uint8 (H, W, C) arrays in RGB order.
 """
 from typing import Sequence, Tuple
 
-import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 from mmengine.structures import BaseDataElement
 
 from ..registry import TRANSFORMS
+from .file_io import read_image
 
 PAIR_KEYS = ('img', 'gt')
 
@@ -37,10 +37,9 @@ class LoadImagePair(BaseTransform):
             path = results.get(f'{key}_path')
             if path is None:
                 raise KeyError(f'LoadImagePair: no {key}_path in the sample (keys: {sorted(results)})')
-            img = mmcv.imread(path, flag='color', channel_order=self.channel_order, backend=self.backend)
-            if img is None:
-                raise FileNotFoundError(f'LoadImagePair: cannot read {path}')
-            results[key] = img
+            # a missing file: FileNotFoundError; an undecodable one: UnreadableFileError; both name it
+            results[key] = read_image(path, 'LoadImagePair', flag='color', channel_order=self.channel_order,
+                                      backend=self.backend)
         _check_same_size(results, self.keys)
         results['ori_shape'] = results[self.keys[0]].shape[:2]
         return results

@@ -675,6 +675,37 @@ def test_frozen_stages():
     (dict(train_cls_token=True), ValueError, 'train_cls_token=True needs'),
     (dict(out_indices=(6,)), ValueError, 'out of range'),
     (dict(arch=dict(VIT, num_heads=5)), ValueError, 'divisible'),
+    # the SkipAt-ViT list, for Evo-ViT
+    (dict(out_indices=2.0), TypeError, 'out_indices'),
+    (dict(out_indices='2'), TypeError, 'out_indices'),
+    (dict(out_indices=(3, 3)), ValueError, 'out_indices must be unique'),
+    (dict(out_indices=(3, 1)), ValueError, 'increasing'),
+    (dict(arch=dict(VIT, num_heads=0)), ValueError, r"arch\['num_heads'\] must be >= 1"),
+    (dict(arch=dict(VIT, embed_dims='32')), TypeError, r"arch\['embed_dims'\] must be an int"),
+    (dict(arch=dict(VIT, feedforward_channels=-4)), ValueError, 'feedforward_channels'),
+    (dict(arch=dict(VIT, depth=6)), ValueError, "unknown arch keys.*'depth'"),
+    (dict(patch_size=0), ValueError, 'patch_size must be >= 1'),
+    (dict(patch_size=16.0), TypeError, 'patch_size must be an int'),
+    (dict(img_size=8), ValueError, r'img_size must be .* >= patch_size \(16\)'),
+    (dict(img_size=64.0), TypeError, 'img_size must be an int or a pair'),
+    (dict(in_channels='3'), TypeError, 'in_channels must be an int'),
+    (dict(keep_ratios='111111'), ValueError, 'keep_ratios must be a sequence'),
+    (dict(keep_ratios=(1, 1, 1.5, .5, .5, .5)), ValueError, 'keep_ratios entries'),
+    (dict(tradeoffs=(1, 1)), ValueError, 'tradeoffs must be a sequence of 6'),
+    (dict(selection_layers=(2.0, 4)), TypeError, 'selection_layers entry must be an int'),
+    (dict(selection_layers='24'), TypeError, 'selection_layers must be a sequence'),
+    (dict(selection_layers=(4, 2)), ValueError, 'selection_layers must be increasing'),
+    (dict(selection_layers=(2, 2, 4)), ValueError, 'selection_layers must be increasing and unique'),
+    (dict(selection_layers=(2, 9)), ValueError, 'out of range'),
+    (dict(keep_ratios=(1,) * 6, selection_layers=(2,)), ValueError, 'nothing is pruned'),
+    (dict(frozen_stages=1.5), ValueError, 'frozen_stages'),
+    (dict(frozen_stages='1'), ValueError, 'frozen_stages'),
+    (dict(frozen_stages=7), ValueError, 'frozen_stages'),
+    (dict(drop_path_rate=-0.1), ValueError, 'drop_path_rate'),
+    (dict(drop_rate=1.5), ValueError, 'drop_rate'),
+    (dict(norm_eps='1e-6'), TypeError, 'norm_eps'),
+    (dict(interpolate_mode='area'), ValueError, 'interpolate_mode'),
+    (dict(stage_wise='no'), TypeError, 'stage_wise must be True or False'),
 ])
 def test_bad_vit_arguments_are_named(kwargs, err, match):
     with pytest.raises(err, match=match):
@@ -686,30 +717,77 @@ def test_bad_vit_arguments_are_named(kwargs, err, match):
         EvoViT(VIT)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(keep_ratios=[.5] * 7), 'first layer cannot be pruned'),
-    (dict(keep_ratios=[1, .5, 1, .5, .5, .5, .5]), 'must come first'),
-    (dict(stage_keep_ratios=[.5, 1, .5]), 'stage_keep_ratios must be < 1'),
-    (dict(arch=dict(LEVIT, depths=[3, 2])), 'one entry per stage'),
-    (dict(arch=dict(LEVIT, embed_dims=[16, 20, 32])), 'divisible by key_dim'),
-    (dict(arch=dict(LEVIT, resolution=7)), 'unknown arch keys'),
-    (dict(out_indices=(3,)), 'out of range'),
-    (dict(drop_path_rate=1.5), 'drop_path_rate'),
+@pytest.mark.parametrize('kwargs, err, match', [
+    (dict(keep_ratios=[.5] * 7), ValueError, 'first layer cannot be pruned'),
+    (dict(keep_ratios=[1, .5, 1, .5, .5, .5, .5]), ValueError, 'must come first'),
+    (dict(stage_keep_ratios=[.5, 1, .5]), ValueError, 'stage_keep_ratios must be < 1'),
+    (dict(arch=dict(LEVIT, depths=[3, 2])), ValueError, 'one entry per stage'),
+    (dict(arch=dict(LEVIT, embed_dims=[16, 20, 32])), ValueError, 'divisible by key_dim'),
+    (dict(arch=dict(LEVIT, resolution=7)), ValueError, 'unknown arch keys'),
+    (dict(out_indices=(3,)), ValueError, 'out of range'),
+    (dict(drop_path_rate=1.5), ValueError, 'drop_path_rate'),
+    # the SkipAt-ViT list, for Evo-LeViT
+    (dict(out_indices=2.0), TypeError, 'out_indices'),
+    (dict(out_indices='2'), TypeError, 'out_indices'),
+    (dict(out_indices=(1, 1)), ValueError, 'out_indices must be unique'),
+    (dict(out_indices=(2, 1)), ValueError, 'increasing'),
+    (dict(arch=dict(LEVIT, key_dim=0)), ValueError, r"arch\['key_dim'\] must be >= 1"),
+    (dict(arch=dict(LEVIT, key_dim='8')), TypeError, r"arch\['key_dim'\] must be an int"),
+    (dict(arch=dict(LEVIT, num_heads=[2, 0, 4])), ValueError, r"arch\['num_heads'\] entry must be >= 1"),
+    (dict(arch=dict(LEVIT, embed_dims=[-16, 24, 32])), ValueError, 'embed_dims'),
+    (dict(arch=dict(LEVIT, embed_dims=[16.0, 24, 32])), TypeError, 'embed_dims'),
+    (dict(arch=dict(LEVIT, drop_path_rate='0.1')), TypeError, 'drop_path_rate must be a number'),
+    (dict(arch='999'), ValueError, 'not in default archs'),
+    (dict(img_size=64.0), TypeError, 'img_size must be an int or a pair'),
+    (dict(img_size=0), ValueError, 'img_size must be >= 1'),
+    (dict(in_channels=0), ValueError, 'in_channels must be >= 1'),
+    (dict(keep_ratios='1'), ValueError, 'keep_ratios must be a sequence of 7'),
+    (dict(keep_ratios=[1, 1, 0, .5, .5, .5, .5]), ValueError, 'keep_ratios entries'),
+    (dict(stage_keep_ratios='555'), ValueError, 'stage_keep_ratios must be a sequence of 3'),
+    (dict(attn_ratio=0), ValueError, 'attn_ratio'),
+    (dict(attn_ratio=0.01), ValueError, 'attn_ratio.*hidden width'),
+    (dict(mlp_ratio='2'), TypeError, 'mlp_ratio must be a number'),
+    (dict(down_mlp_ratio=-1), ValueError, 'down_mlp_ratio'),
+    (dict(frozen_stages=1.5), ValueError, 'frozen_stages'),
+    (dict(frozen_stages=-2), ValueError, 'frozen_stages'),
+    (dict(deploy='yes'), TypeError, 'deploy must be True or False'),
+    (dict(train_cls_token=True), ValueError, 'train_cls_token=True needs'),
 ])
-def test_bad_levit_arguments_are_named(kwargs, match):
+def test_bad_levit_arguments_are_named(kwargs, err, match):
     arch = kwargs.pop('arch', LEVIT)
-    with pytest.raises(ValueError, match=match):
-        EvoLeViT(arch, **kwargs)
+    with pytest.raises(err, match=match):
+        EvoLeViT(arch, **{'img_size': 64, **kwargs})
 
 
-def test_bad_inputs_are_named():
-    for model in (tiny_vit().eval(), tiny_levit().eval()):
-        with pytest.raises(ValueError, match='expected 3 input channels'):
-            model(torch.zeros(1, 1, 32, 32))
-        with pytest.raises(TypeError, match='floating-point'):
-            model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
-        with pytest.raises(TypeError, match='torch.autocast'):
-            model(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16))
+@pytest.mark.parametrize('family', ['vit', 'levit'])
+def test_bad_inputs_are_named(family):
+    import numpy as np
+    model = (tiny_vit() if family == 'vit' else tiny_levit()).eval()
+    cases = [
+        (np.zeros((1, 3, 32, 32), np.float32), TypeError, 'torch.Tensor'),
+        (torch.zeros(3, 32, 32), ValueError, '3-d tensor'),
+        (torch.zeros(1, 1, 3, 32, 32), ValueError, '5-d tensor'),
+        (torch.zeros(1, 1, 32, 32), ValueError, 'expected 3 input channels, got 1'),
+        (torch.zeros(1, 3, 0, 0), ValueError, 'smaller than'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float16), TypeError, 'torch.autocast'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
+    ]
+    with torch.no_grad():
+        for x, err, match in cases:
+            with pytest.raises(err, match=match):
+                model(x)
+        # An empty batch works (Evo-LeViT's attention reshapes name every size); sides that are not multiples of
+        # the stride are padded (ViT: corner padding) or rounded up (LeViT: stride-2 convs), ceil(side / stride).
+        channels = [VIT['embed_dims']] if family == 'vit' else LEVIT['embed_dims']
+        for B, H, W in ((0, 32, 48), (1, 17, 33), (2, 3, 5)):
+            outs = model(torch.zeros(B, 3, H, W))
+            assert [tuple(o.shape) for o in outs] == [(B, c, -(-H // (16 * 2 ** i)), -(-W // (16 * 2 ** i)))
+                                                      for i, c in enumerate(channels)]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(torch.rand(1, 3, 32, 32, dtype=torch.bfloat16))[-1]
+        assert torch.isfinite(out.float()).all()
 
 
 # ---------------------------------------------------------------------------------------------- configs, end to end

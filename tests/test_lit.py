@@ -487,6 +487,39 @@ def test_init_cfg_loads_official_dense_checkpoint(tmp_path):
     (dict(pos_interpolate_mode='area'), ValueError, 'pos_interpolate_mode'),
     (dict(patch_size=0), ValueError, 'patch_size must be >= 1'),
     (dict(img_size=(64, 64, 3)), ValueError, 'img_size'),
+    # the SkipAt-ViT list, for LIT
+    (dict(out_indices=2.0), TypeError, 'out_indices'),
+    (dict(out_indices='2'), TypeError, 'out_indices'),
+    (dict(out_indices=(3, 3)), ValueError, 'out_indices must be unique'),
+    (dict(out_indices=()), ValueError, 'out_indices must not be empty'),
+    (dict(out_norm_indices='1'), TypeError, 'out_norm_indices'),
+    (dict(arch=dict(REL, num_heads=[1, 2, 0, 4])), ValueError, r"arch\['num_heads'\] entry must be >= 1"),
+    (dict(arch=dict(REL, embed_dims=['8', 16, 24, 32])), TypeError, r"arch\['embed_dims'\] entry must be an int"),
+    (dict(arch=dict(REL, embed_dims=[-8, 16, 24, 32])), ValueError, 'embed_dims'),
+    (dict(arch=dict(REL, depths=[1, 0, 2, 1])), ValueError, r"arch\['depths'\] entry must be >= 1"),
+    (dict(arch=dict(REL, mlp_ratios=['2', 2, 2, 2])), TypeError, 'mlp_ratios'),
+    (dict(arch=dict(REL, mlp_ratios=[0.01, 2, 2, 2])), ValueError, 'mlp_ratios.*hidden width'),
+    (dict(arch=dict(REL, has_msa='0011')), ValueError, 'has_msa'),  # a str would make every stage MSA
+    (dict(arch=dict(REL, has_msa=[0, 0, 'yes', 1])), TypeError, 'has_msa'),
+    (dict(arch=dict(REL, norm_eps=0)), ValueError, 'norm_eps'),
+    (dict(patch_size=4.0), TypeError, 'patch_size must be an int'),
+    (dict(patch_size='4'), TypeError, 'patch_size must be an int'),
+    (dict(img_size=2), ValueError, r'img_size must be .* >= patch_size \(4\)'),
+    (dict(img_size=64.0), TypeError, 'img_size must be an int or a pair'),
+    (dict(img_size='64'), TypeError, 'img_size must be an int or a pair'),
+    (dict(img_size=None), TypeError, 'img_size'),
+    (dict(in_channels=0), ValueError, 'in_channels must be >= 1'),
+    (dict(in_channels=3.0), TypeError, 'in_channels must be an int'),
+    (dict(frozen_stages=1.5), ValueError, 'frozen_stages'),
+    (dict(frozen_stages=-2), ValueError, 'frozen_stages'),
+    (dict(drop_rate=-0.1), ValueError, 'drop_rate'),
+    (dict(attn_drop_rate=1.5), ValueError, 'attn_drop_rate'),
+    (dict(drop_path_rate=1.0), ValueError, 'drop_path_rate'),
+    (dict(drop_path_rate='0.1'), TypeError, 'drop_path_rate must be a number'),
+    (dict(final_norm='False'), TypeError, 'final_norm must be True or False'),
+    (dict(qkv_bias='no'), TypeError, 'qkv_bias'),
+    (dict(dtm_impl=None), ValueError, 'dtm_impl'),
+    (dict(bias_interpolate_mode='area'), ValueError, 'bias_interpolate_mode'),
 ])
 def test_bad_arguments_are_named(kwargs, err, match):
     kwargs = dict(kwargs)
@@ -496,21 +529,34 @@ def test_bad_arguments_are_named(kwargs, err, match):
         LIT(arch, **kwargs)
 
 
-def test_bad_inputs_are_named():
-    model = LIT(REL, img_size=32).eval()
+@pytest.mark.parametrize('arch', [REL, ABS], ids=['relative', 'absolute'])
+def test_bad_inputs_are_named(arch):
+    import numpy as np
+    model = LIT(arch, img_size=32).eval()
     cases = [
+        (np.zeros((1, 3, 32, 32), np.float32), TypeError, 'torch.Tensor'),
         (torch.zeros(3, 32, 32), ValueError, '3-d tensor'),
+        (torch.zeros(1, 1, 3, 32, 32), ValueError, '5-d tensor'),
         (torch.zeros(1, 4, 32, 32), ValueError, 'expected 3 input channels, got 4'),
+        (torch.zeros(1, 32, 32, 3), ValueError, 'channels last'),
+        (torch.zeros(1, 3, 0, 0), ValueError, 'smaller than'),
         (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float16), TypeError, 'torch.autocast'),
         (torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float64), TypeError, 'does not match'),
     ]
     for x, err, match in cases:
         with pytest.raises(err, match=match):
             model(x)
+    # An empty batch works; sides that are not multiples of the stride are padded (ceil(side / stride)), down
+    # to 1x1.
     assert [tuple(o.shape) for o in model(torch.zeros(0, 3, 32, 32))] == \
         [(0, 8, 8, 8), (0, 16, 4, 4), (0, 24, 2, 2), (0, 32, 1, 1)]
     assert [tuple(o.shape) for o in model(torch.zeros(1, 3, 1, 1))] == \
         [(1, 8, 1, 1), (1, 16, 1, 1), (1, 24, 1, 1), (1, 32, 1, 1)]
+    assert [tuple(o.shape) for o in model(torch.zeros(1, 3, 17, 33))] == \
+        [(1, 8, 5, 9), (1, 16, 3, 5), (1, 24, 2, 3), (1, 32, 1, 2)]
 
 
 # ---------------------------------------------------------------------------------------------- configs

@@ -112,6 +112,38 @@ def test_only_exported_classes_reach_the_toolboxes():
         registry.export_to('mmagic2')
 
 
+def test_config_type_typo_names_the_closest_registered_type(tmp_path):
+    """`type='SkipAtVit'` in an mmseg config: tools/train.py refuses it naming the type and the registered
+    spelling (mmengine's message alone names only the typo); the same for every scope and registry."""
+    import importlib.util
+
+    from mmevit.engine import runner_setup
+    spec = importlib.util.spec_from_file_location('mmevit_train_tool_typo', osp.join(REPO, 'tools', 'train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    config = osp.join(REPO, 'configs', 'demo', 'skipat_t_upernet_demo.py')
+    with pytest.raises(runner_setup.UnregisteredTypeError,
+                       match=r"type='SkipAtVit' is not a registered model in scope 'mmseg': did you mean "
+                             r"'SkipAtViT'\?") as info:
+        train.main([config, '--work-dir', str(tmp_path / 'work'), '--cfg-options', 'model.backbone.type=SkipAtVit'])
+    assert isinstance(info.value, KeyError)  # what mmengine raises, so existing handlers still catch it
+    assert 'SkipAtVit is not in the mmseg::model registry' in str(info.value)  # mmengine's own message kept
+
+    from mmevit.registry import MODELS as MMEVIT_MODELS
+    from mmseg.registry import MODELS as SEG_MODELS
+    for scope, registry, cfg, hint in [
+        ('mmevit', MMEVIT_MODELS, dict(type='Denoiser', generator=dict(type='Uformr')), "did you mean 'Uformer'"),
+        ('mmseg', SEG_MODELS, dict(type='lit'), "did you mean 'LIT'"),
+        ('mmseg', SEG_MODELS, dict(type='UperHed'), "did you mean 'UPerHead'"),
+        ('mmseg', SEG_MODELS, dict(type='NoSuchThingAtAll'), 'no registered name is close.*custom_imports'),
+    ]:
+        with pytest.raises(KeyError, match=hint), runner_setup.registry_hints(), \
+                DefaultScope.overwrite_default_scope(scope):
+            registry.build(cfg)
+    with pytest.raises(KeyError, match="^'other'$"), runner_setup.registry_hints():  # other KeyErrors unchanged
+        raise KeyError('other')
+
+
 # ------------------------------------------------------------------------- the toolboxes' own train.py
 # About 20 s each on 2 CPU cores: two iterations of SkipAtViT-T on generated data, checkpoint written.
 def toolbox_train(toolbox: str, tmp_path, config_text: str, checkpoint: str, timeout: int = 600) -> None:

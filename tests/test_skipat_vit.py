@@ -1,4 +1,5 @@
 """SkipAt-ViT: parity with the official code, variants, dense-prediction contract, checkpoints, errors."""
+import copy
 import glob
 import json
 import os.path as osp
@@ -427,3 +428,32 @@ def test_bad_inputs_are_named():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = model(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16))[0]
     assert torch.isfinite(out.float()).all()
+
+
+# ------------------------------------------------------------------------------------------ fused inference
+def _unfused(model):
+    for m in model.modules():
+        if hasattr(m, 'fused_linear'):
+            m.fused_linear = False
+    return model
+
+
+def test_fused_inference_equals_plain_path_and_hooks_see_plain_values():
+    """CPU inference runs oneDNN GEMMs with GELU / residual adds fused; the values are the plain path's, and a
+    forward hook on an attention module still receives its MSA output (the block then takes the plain path)."""
+    from mmevit.models.layers import fused_linear
+    torch.manual_seed(0)
+    model = tiny(skip_indices=(1, 2), out_indices=(0, 1, 2, 3)).eval()
+    plain = _unfused(copy.deepcopy(model))
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        assert fused_linear.fusable(x)
+        for a, b in zip(model(x), plain(x)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        seen = {}
+        for name, m in (('fused', model), ('plain', plain)):
+            h = m.blocks[3].attn.register_forward_hook(lambda mod, a, o, n=name: seen.__setitem__(n, o))
+            m(x)
+            h.remove()
+    torch.testing.assert_close(seen['fused'], seen['plain'], atol=1e-5, rtol=1e-5)
+    assert seen['plain'].abs().max() < 10  # the MSA output alone, not residual + MSA

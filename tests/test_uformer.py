@@ -316,6 +316,91 @@ def test_errors_name_the_problem():
         model(torch.zeros(1, 4, 20, 20, dtype=torch.uint8))
 
 
+UNIT = dict(embed_dims=4, depths=[1] * 9, num_heads=[1, 1, 2, 4, 8, 8, 4, 2, 1])
+
+
+@pytest.mark.parametrize('kwargs, err, match', [
+    (dict(arch=dict(UNIT, embed_dims='4')), TypeError, r"arch\['embed_dims'\] must be an int"),
+    (dict(arch=dict(UNIT, embed_dims=0)), ValueError, r"arch\['embed_dims'\] must be >= 1"),
+    (dict(arch=dict(UNIT, num_heads=[0] + UNIT['num_heads'][1:])), ValueError, r"arch\['num_heads'\] entry"),
+    (dict(arch=dict(UNIT, depths=[-1] + [1] * 8)), ValueError, r"arch\['depths'\] entry must be >= 1"),
+    (dict(arch=dict(UNIT, depths='111111111')), ValueError, r"arch\['depths'\] must be 9 ints"),
+    (dict(arch=dict(UNIT, win_size=8)), ValueError, "unknown arch keys.*'win_size'"),
+    (dict(img_size=64.0), TypeError, 'img_size must be an int'),
+    (dict(img_size=(64, 64)), TypeError, 'img_size must be an int'),
+    (dict(img_size=8), ValueError, 'img_size must be >= 16'),
+    (dict(win_size=0), ValueError, 'win_size must be >= 1'),
+    (dict(win_size=8.0), TypeError, 'win_size must be an int'),
+    (dict(win_size='8'), TypeError, 'win_size must be an int'),
+    (dict(win_size=16), ValueError, 'img_size must be >= 128'),  # the modulator needs full windows
+    (dict(in_channels=0), ValueError, 'in_channels must be >= 1'),
+    (dict(out_channels='3'), TypeError, 'out_channels must be an int'),
+    (dict(skipat=True), ValueError, 'skipat must be one of'),
+    (dict(skipat='Feature'), ValueError, 'skipat must be one of'),
+    (dict(skipat='feature', skip_layers=(1.5,)), TypeError, 'skip_layers entry must be an int'),
+    (dict(skipat='feature', skip_layers='01'), TypeError, 'skip_layers must be a sequence'),
+    (dict(skipat='feature', skip_layers=1), TypeError, 'skip_layers must be a sequence'),
+    (dict(skipat='feature', skip_layers=(1, 1)), ValueError, 'skip_layers must be distinct'),
+    (dict(skipat='feature', skip_layers=(-1,)), ValueError, 'skip_layers entry must be >= 0'),
+    (dict(skipat='feature', skip_layers=()), ValueError, 'skip_layers'),
+    (dict(skip_layers=(9,)), ValueError, 'skip_layers'),  # checked without skipat too: not silently ignored
+    (dict(skipat='feature', phi_kernel=4), ValueError, 'phi_kernel must be odd'),
+    (dict(phi_kernel=0), ValueError, 'phi_kernel must be >= 1'),
+    (dict(skipat='feature', phi_ratio=0), ValueError, 'phi_ratio'),
+    (dict(phi_ratio='2'), TypeError, 'phi_ratio must be a number'),
+    (dict(mlp_ratio=0), ValueError, 'mlp_ratio'),
+    (dict(mlp_ratio=-1), ValueError, 'mlp_ratio'),
+    (dict(mlp_ratio='4'), TypeError, 'mlp_ratio must be a number'),
+    (dict(mlp_ratio=0.1), ValueError, 'mlp_ratio.*hidden width'),
+    (dict(qk_scale='x'), TypeError, 'qk_scale'),
+    (dict(qk_scale=-1.), ValueError, 'qk_scale'),
+    (dict(norm_eps=0), ValueError, 'norm_eps'),
+    (dict(drop_rate=-1.), ValueError, 'drop_rate'),
+    (dict(attn_drop_rate=2.), ValueError, 'attn_drop_rate'),
+    (dict(drop_path_rate=1.0), ValueError, 'drop_path_rate'),
+    (dict(pad_mode='zeros'), ValueError, 'pad_mode'),
+    (dict(residual='no'), TypeError, 'residual must be True or False'),
+    (dict(shift='no'), TypeError, 'shift must be True or False'),
+    (dict(token_mlp='ffn'), TypeError, 'token_mlp'),  # not ported: Python names the unknown keyword
+])
+def test_bad_arguments_are_named(kwargs, err, match):
+    kwargs = {'arch': UNIT, 'img_size': 64, 'drop_path_rate': 0., **kwargs}
+    with pytest.raises(err, match=match):
+        Uformer(kwargs.pop('arch'), **kwargs)
+
+
+def test_bad_inputs_are_named():
+    import numpy as np
+    model = Uformer(UNIT, img_size=64, drop_path_rate=0.).eval()
+    cases = [
+        (np.zeros((1, 3, 32, 32), np.float32), TypeError, 'torch.Tensor'),
+        (torch.zeros(3, 32, 32), ValueError, '3-d tensor'),
+        (torch.zeros(1, 2, 3, 32, 32), ValueError, '5-d tensor'),
+        (torch.zeros(1, 4, 32, 32), ValueError, 'expected 3 input channels, got 4'),
+        (torch.zeros(1, 3, 0, 0), ValueError, 'smaller than'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating-point'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float16), TypeError, 'torch.autocast'),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
+    ]
+    with torch.no_grad():
+        for x, err, match in cases:
+            with pytest.raises(err, match=match):
+                model(x)
+        # Any size: zero-padded at the bottom/right to size_divisor, output cropped back; an empty batch works.
+        for shape in ((0, 3, 32, 32), (1, 3, 1, 1), (2, 3, 17, 33)):
+            assert model(torch.rand(shape)).shape == shape
+        # reflect/circular padding cannot pad a side by more than its length: refused by name, not by F.pad.
+        for mode in ('reflect', 'circular'):
+            padded = Uformer(UNIT, img_size=64, drop_path_rate=0., pad_mode=mode).eval()
+            with pytest.raises(ValueError, match=f"pad_mode='{mode}' cannot pad a 3x5 input"):
+                padded(torch.rand(1, 3, 3, 5))
+            assert padded(torch.rand(1, 3, 40, 50)).shape == (1, 3, 40, 50)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(torch.rand(1, 3, 16, 16, dtype=torch.bfloat16))
+        assert out.shape == (1, 3, 16, 16) and torch.isfinite(out.float()).all()
+
+
 def test_converter_cli_writes_a_strict_checkpoint(tmp_path):
     """tools/model_converters/convert.py turns an official checkpoint ({'state_dict'}, ``module.``) into one that
     loads strictly into the config's Denoiser (SkipAt: the unused query/key weights are dropped)."""

@@ -151,6 +151,127 @@ def test_bad_input_and_arch_errors():
         UniFormerDenoiser('xl')
 
 
+@pytest.mark.parametrize('kwargs, err, match', [
+    (dict(arch=dict(TINY, embed_dims='8')), TypeError, r"arch\['embed_dims'\] must be an int"),
+    (dict(arch=dict(TINY, embed_dims=0)), ValueError, r"arch\['embed_dims'\] must be >= 1"),
+    (dict(arch=dict(TINY, depths=4)), TypeError, r"arch\['depths'\] must be a list of ints"),
+    (dict(arch=dict(TINY, depths='1121')), TypeError, r"arch\['depths'\] must be a list of ints"),
+    (dict(arch=dict(TINY, depths=[1, 0, 2, 1])), ValueError, r"arch\['depths'\] entry must be >= 1"),
+    (dict(arch=dict(TINY, num_heads=4)), TypeError, r"arch\['num_heads'\] must be a list of ints"),
+    (dict(arch=dict(TINY, num_heads=[1, 0, 4])), ValueError, r"arch\['num_heads'\] entry must be >= 1"),
+    (dict(arch=dict(TINY, num_heads=[3, 2, 4])), ValueError, 'not divisible by num_heads'),
+    (dict(arch=dict(TINY, window=8)), ValueError, "unknown arch keys.*'window'"),
+    (dict(arch=dict(TINY, mlp_ratio='2')), TypeError, r"arch\['mlp_ratio'\] must be a number"),
+    (dict(conv_levels=-1), ValueError, 'conv_levels must be >= 0'),
+    (dict(conv_levels=1.0), TypeError, 'conv_levels must be an int'),
+    (dict(conv_levels=5), ValueError, 'conv_levels must be in 0..4'),
+    (dict(conv_levels=0), ValueError, r"arch\['num_heads'\] needs one entry per attention level"),
+    (dict(window_size=8), ValueError, r'window_size must be \(frames, height, width\)'),
+    (dict(window_size=(7, 8)), ValueError, 'window_size must be'),
+    (dict(window_size='788'), ValueError, 'window_size must be'),
+    (dict(window_size=(0, 8, 8)), ValueError, 'window_size entry must be >= 1'),
+    (dict(window_size=(7, 8.0, 8)), TypeError, 'window_size entry must be an int'),
+    (dict(in_channels=0), ValueError, 'in_channels must be >= 1'),
+    (dict(mlp_ratio=0), ValueError, 'mlp_ratio'),
+    (dict(mlp_ratio='2'), TypeError, 'mlp_ratio must be a number'),
+    (dict(mlp_ratio=0.01), ValueError, 'mlp_ratio.*hidden width'),
+    (dict(drop_path_rate=1.5), ValueError, 'drop_path_rate'),
+    (dict(drop_rate=-1.), ValueError, 'drop_rate'),
+    (dict(norm_eps=0), ValueError, 'norm_eps'),
+    (dict(skip_attention='no'), TypeError, 'skip_attention must be True or False'),
+    (dict(num_frames=7), TypeError, 'num_frames'),  # a VideoDenoiser test_cfg key: Python names the keyword
+])
+def test_bad_arguments_are_named(kwargs, err, match):
+    kwargs = {'arch': dict(TINY), **kwargs}
+    with pytest.raises(err, match=match):
+        UniFormerDenoiser(kwargs.pop('arch'), **kwargs)
+
+
+def test_bad_inputs_are_named():
+    model = tiny().eval()
+    cases = [
+        (np.zeros((1, 2, 3, 16, 16), np.float32), TypeError, r'torch.Tensor clip batch.*permute\(0, 1, 4, 2, 3\)'),
+        (torch.zeros(2, 3, 16, 16), ValueError, r'clip batch \(B, T, 3, H, W\), got a 4-d tensor'),
+        (torch.zeros(1, 1, 2, 3, 16, 16), ValueError, '6-d tensor'),
+        (torch.zeros(1, 2, 4, 16, 16), ValueError, 'expected 3 input channels, got 4'),
+        (torch.zeros(1, 2, 16, 16, 3), ValueError, 'channels last'),
+        (torch.zeros(1, 0, 3, 16, 16), ValueError, 'empty clip'),
+        (torch.zeros(1, 2, 3, 0, 0), ValueError, 'smaller than'),
+        (torch.zeros(1, 2, 3, 16, 16, dtype=torch.uint8), TypeError, 'floating-point'),
+        (torch.zeros(1, 2, 3, 16, 16, dtype=torch.int64), TypeError, 'floating-point'),
+        (torch.zeros(1, 2, 3, 16, 16, dtype=torch.float16), TypeError, 'torch.autocast'),
+        (torch.zeros(1, 2, 3, 16, 16, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
+    ]
+    with torch.no_grad():
+        for x, err, match in cases:
+            with pytest.raises(err, match=match):
+                model(x)
+        # Any T >= 1, H, W (padded, cropped back) and an empty batch give the input's shape.
+        for shape in ((0, 2, 3, 16, 16), (1, 1, 3, 1, 1), (1, 9, 3, 17, 33)):
+            assert model(torch.rand(shape)).shape == shape
+
+
+def test_wrappers_name_bad_arguments_and_inputs():
+    """Denoiser / VideoDenoiser / RestorationDataPreprocessor: configs and calls that used to fail deep inside
+    (or silently do the wrong thing) are refused by name."""
+    from mmengine.structures import BaseDataElement
+
+    from mmevit.models.denoisers.denoiser import Denoiser, RestorationDataPreprocessor
+    gen = dict(type='UniFormerDenoiser', arch=dict(TINY))
+    cases = [
+        (lambda: Denoiser('Uformer'), TypeError, 'generator must be a config dict'),
+        (lambda: Denoiser(None), TypeError, 'generator must be a config dict'),
+        (lambda: Denoiser(gen, test_cfg=dict(tiles=64)), KeyError,
+         "Denoiser test_cfg: unknown keys.*did you mean 'tile'"),
+        (lambda: Denoiser(gen, test_cfg=[64]), TypeError, 'test_cfg must be a dict'),
+        (lambda: Denoiser(gen, train_cfg=dict(clamp=True)), KeyError, 'train_cfg: unknown keys'),
+        (lambda: Denoiser(gen, test_cfg=dict(tile=64.0)), ValueError, 'tile must be an int'),
+        (lambda: VideoDenoiser(gen, test_cfg=dict(numframes=3)), KeyError,
+         "VideoDenoiser test_cfg: unknown keys.*did you mean 'num_frames'"),
+        (lambda: VideoDenoiser(gen, test_cfg=dict(num_frames=7.0)), TypeError, r"test_cfg\['num_frames'\]"),
+        (lambda: VideoDenoiser(gen, test_cfg=dict(frame_stride=0)), ValueError, r"test_cfg\['frame_stride'\]"),
+        (lambda: RestorationDataPreprocessor(scale='255'), TypeError, 'scale must be a number'),
+        (lambda: RestorationDataPreprocessor(scale=0), ValueError, 'scale must be finite and > 0'),
+        (lambda: RestorationDataPreprocessor(mixup=[1.2]), TypeError, 'mixup must be None or dict'),
+        (lambda: RestorationDataPreprocessor(mixup=dict(alpha='x')), TypeError, r"mixup\['alpha'\]"),
+        (lambda: RestorationDataPreprocessor(mixup=dict(start_iter=-1)), ValueError, r"mixup\['start_iter'\]"),
+        (lambda: RestorationDataPreprocessor(mixup=dict(beta=1.)), ValueError, 'unknown keys'),
+    ]
+    for build, err, match in cases:
+        with pytest.raises(err, match=match):
+            build()
+
+    pre = RestorationDataPreprocessor()
+    u8 = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    for data, err, match in [
+        ([u8], TypeError, "takes a dict with 'inputs'"),
+        (dict(data_samples=[]), TypeError, "takes a dict with 'inputs'"),
+        (dict(inputs=[]), ValueError, 'inputs must be a non-empty list'),
+        (dict(inputs=[np.zeros((3, 8, 8), np.uint8)]), TypeError, 'inputs must be torch.Tensors'),
+        (dict(inputs=[u8, torch.rand(3, 8, 8)]), TypeError, 'mixes integer and floating-point'),
+        (dict(inputs=[u8, torch.zeros(3, 8, 9, dtype=torch.uint8)]), ValueError, 'images of different sizes'),
+    ]:
+        with pytest.raises(err, match=match):
+            pre(data)
+
+    model = VideoDenoiser(gen).eval()
+    clip = torch.rand(2, 2, 3, 16, 16)
+    with pytest.raises(TypeError, match='torch.Tensor clips'):
+        model.restore(clip.numpy())
+    with pytest.raises(ValueError, match=r'restores clips \(B, T, C, H, W\)'):
+        model.restore(clip[0])
+    with pytest.raises(ValueError, match="mode must be 'tensor', 'loss' or 'predict'"):
+        model(clip, mode='predic')
+    with pytest.raises(ValueError, match='needs data_samples holding gt_img'):
+        model.loss(clip, None)
+    with pytest.raises(ValueError, match='needs data_samples holding gt_img'):
+        model.loss(clip, [BaseDataElement(), BaseDataElement()])
+    with pytest.raises(TypeError, match='gt_img is torch.uint8'):  # not scaled by the preprocessor
+        model.loss(clip, [BaseDataElement(gt_img=torch.zeros(2, 3, 16, 16, dtype=torch.uint8))] * 2)
+    with pytest.raises(ValueError, match='1 data_samples for a batch of 2'):
+        model.predict(clip, [BaseDataElement()])
+
+
 # ---------------------------------------------------------------------------------------------- inference
 def test_temporal_windows_cover_every_frame():
     assert temporal_windows(5, 7, 4) == [0]

@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
     trust = compat.trust_checkpoints() if args.trust_checkpoint else contextlib.nullcontext()
-    with trust:
+    with trust, runner_setup.registry_hints():  # a mistyped type= names the closest registered names
         cfg = build_cfg(args)
         model_cfg = cfg.model.module if args.tta else cfg.model
         with checkpoint_for_model(args.checkpoint, model_cfg, cfg.get('default_scope'), cfg.work_dir,
@@ -74,5 +74,6 @@ def main(argv=None) -> dict:
 if __name__ == '__main__':
     try:
         main()
-    except (CheckpointMismatchError, CheckpointReadError, FileNotFoundError) as e:  # evaluate nothing
+    except (CheckpointMismatchError, CheckpointReadError, FileNotFoundError,
+            runner_setup.UnregisteredTypeError) as e:  # evaluate nothing
         sys.exit(f'error: {e}')

@@ -63,7 +63,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
 def main(argv=None) -> None:
     args = parse_args(argv)
     trust = compat.trust_checkpoints() if args.trust_checkpoint else contextlib.nullcontext()
-    with trust:
+    with trust, runner_setup.registry_hints():  # a mistyped type= names the closest registered names
         cfg = build_cfg(args)
         runner = runner_setup.build_runner(cfg)
         runner.train()
@@ -72,5 +72,6 @@ def main(argv=None) -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (NotResumableError, runner_setup.WorkDirInUseError, CheckpointReadError) as e:  # refused up front
+    except (NotResumableError, runner_setup.WorkDirInUseError, CheckpointReadError,
+            runner_setup.UnregisteredTypeError) as e:  # refused up front
         sys.exit(f'error: {e}')

@@ -6,9 +6,13 @@ PNG label maps, the others a ``.pkl``) follow it as the toolboxes' own tools do.
 (``check_work_dir``) and of a checkpoint to resume (``check_resume``) run before the Runner is built.
 """
 import argparse
+import contextlib
+import difflib
+import importlib
 import os
 import os.path as osp
-from typing import Optional
+import re
+from typing import Iterator, List, Optional
 
 import torch
 from mmengine.config import Config
@@ -289,9 +293,92 @@ def check_resume(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config):
-    """``Runner.from_cfg``, or the config's own ``runner_type``."""
+    """``Runner.from_cfg``, or the config's own ``runner_type`` (a mistyped ``type=`` gets ``registry_hints``)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    with registry_hints():
+        if 'runner_type' in cfg:
+            return RUNNERS.build(cfg)
+        return Runner.from_cfg(cfg)
+
+
+# ---------------------------------------------------------------------- config typos in type=
+# mmengine's message for a type no registry knows (also when wrapped by an outer build's message).
+_NOT_REGISTERED = re.compile(r'`?(?P<name>[\w.]+)`? is not in the (?P<scope>\w+)::(?P<registry>[\w ]+) registry')
+
+
+class UnregisteredTypeError(KeyError):
+    """A config names a ``type`` that is not registered; the message suggests the registered names closest to
+    it. A ``KeyError``, as mmengine's own error, printed without ``KeyError``'s quoting."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
+def _registry_of(scope: str, name: str):
+    """The registry called ``name`` in ``scope`` (``mmseg``, ``mmevit``, ``mmengine``...), or None."""
+    from mmengine.registry import Registry
+    try:
+        module = importlib.import_module('mmengine.registry' if scope == 'mmengine' else f'{scope}.registry')
+    except ImportError:
+        return None
+    for value in vars(module).values():
+        if isinstance(value, Registry) and value.name == name and value.scope == scope:
+            return value
+    return None
+
+
+def registered_names(scope: str, registry: str) -> List[str]:
+    """Names a config in ``scope`` can give as ``type`` for ``registry``: bare names of that registry and its
+    parents, and ``<scope>.Name`` for the other scopes' registries under the same root."""
+    reg = _registry_of(scope, registry)
+    if reg is None:
+        return []
+    names, node = [], reg
+    while node is not None:
+        names += list(node.module_dict)
+        node = node.parent
+    root = reg.root if hasattr(reg, 'root') else reg
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        stack += list(node.children.values())
+        if node is not reg and node.scope != 'mmengine':
+            names += [f'{node.scope}.{n}' for n in node.module_dict]
+    return list(dict.fromkeys(names))
+
+
+def unregistered_type_hint(message: str) -> Optional[str]:
+    """For mmengine's "X is not in the <scope>::<registry> registry" message, a hint naming the registered
+    names closest to X (case-insensitive first), or None when the message is not that one."""
+    m = _NOT_REGISTERED.search(message)
+    if m is None:
+        return None
+    name, scope, registry = m.group('name'), m.group('scope'), m.group('registry')
+    candidates = registered_names(scope, registry)
+    bare = name.rsplit('.', 1)[-1]
+    lowered = {c.rsplit('.', 1)[-1].lower(): c for c in reversed(candidates)}
+    close = [lowered[bare.lower()]] if bare.lower() in lowered else []
+    for c in difflib.get_close_matches(name, candidates, n=6, cutoff=0.6):
+        if c.rsplit('.', 1)[-1] not in {k.rsplit('.', 1)[-1] for k in close}:  # one spelling per class name
+            close.append(c)
+    if close:
+        return (f'type={name!r} is not a registered {registry} in scope {scope!r}: did you mean '
+                + ' or '.join(repr(c) for c in close[:3]) + '?')
+    return (f'type={name!r} is not a registered {registry} in scope {scope!r}, and no registered name is close; '
+            "for a class of a package, add it to the config's custom_imports (e.g. custom_imports = "
+            "dict(imports=['mmevit'])) or prefix its scope (type='mmevit.Name')")
+
+
+@contextlib.contextmanager
+def registry_hints() -> Iterator[None]:
+    """Re-raise mmengine's error for an unregistered ``type=`` (a config typo such as ``type='SkipAtVit'``) as
+    ``UnregisteredTypeError`` naming the closest registered names. Other errors pass unchanged."""
+    try:
+        yield
+    except KeyError as e:
+        message = str(e.args[0]) if e.args else ''
+        hint = None if isinstance(e, UnregisteredTypeError) else unregistered_type_hint(message)
+        if hint is None:
+            raise
+        raise UnregisteredTypeError(f'{hint}\n({message})') from e

@@ -7,8 +7,10 @@ A family subclasses ``BaseBackbone`` and implements ``convert_state_dict`` besid
 ``mmevit.engine.convert.convert_for_model``, which finds the converting module and calls this method; none
 of them names a family.
 """
+import difflib
+import math
 import numbers
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger, print_log
@@ -109,7 +111,13 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 
 def check_img_size(img_size, patch_size: int = 1) -> Tuple[int, int]:
     """``img_size`` as an int or a pair of ints -> ``(H, W)``, each an int >= ``patch_size``."""
-    sizes = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
+    if isinstance(img_size, numbers.Integral) and not isinstance(img_size, bool):
+        sizes = (img_size, img_size)
+    elif isinstance(img_size, Sequence) and not isinstance(img_size, (str, bytes)):
+        sizes = tuple(img_size)
+    else:
+        raise TypeError(f'img_size must be an int or a pair of ints (H, W), got {img_size!r} '
+                        f'({type(img_size).__name__})')
     out = tuple(check_int(s, 'img_size') for s in sizes)
     if len(out) != 2 or min(out) < patch_size:
         raise ValueError('img_size must be one or two ints'
@@ -117,25 +125,99 @@ def check_img_size(img_size, patch_size: int = 1) -> Tuple[int, int]:
     return out
 
 
+def check_number(value, name: str, minimum: float = 0., inclusive: bool = False,
+                 maximum: Optional[float] = None, max_inclusive: bool = True) -> float:
+    """A real number (not a bool or a string) above ``minimum`` (``inclusive``: or equal) and, when
+    ``maximum`` is given, at most ``maximum`` (``max_inclusive=False``: below it); ``TypeError``/``ValueError``
+    naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f'{name} must be a number, got {value!r} ({type(value).__name__})')
+    low_ok = value >= minimum if inclusive else value > minimum
+    high_ok = maximum is None or (value <= maximum if max_inclusive else value < maximum)
+    if not (low_ok and high_ok and math.isfinite(value)):
+        low = f'[{minimum}' if inclusive else f'({minimum}'
+        high = 'inf)' if maximum is None else (f'{maximum}]' if max_inclusive else f'{maximum})')
+        raise ValueError(f'{name} must lie in {low}, {high}, got {value!r}')
+    return float(value)
+
+
+def check_rate(value, name: str) -> float:
+    """A dropout / drop-path probability in [0, 1)."""
+    return check_number(value, name, 0., inclusive=True, maximum=1., max_inclusive=False)
+
+
+def check_width(dim: int, ratio, name: str) -> int:
+    """``int(dim * ratio)`` for a positive ``ratio`` (a hidden width), which must come out >= 1."""
+    width = int(dim * check_number(ratio, name))
+    if width < 1:
+        raise ValueError(f'{name}={ratio!r} gives a hidden width of int({dim} * {ratio!r}) = {width}: it must be '
+                         '>= 1')
+    return width
+
+
+def check_bool(value, name: str) -> bool:
+    """``True``/``False`` (or 0/1): a string such as ``'False'`` would silently count as true."""
+    if isinstance(value, bool) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f'{name} must be True or False, got {value!r} ({type(value).__name__})')
+
+
+def check_frozen_stages(value, num: int, what: str = 'stages') -> int:
+    """An int in [-1, ``num``] (-1: nothing frozen)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not -1 <= value <= num:
+        raise ValueError(f'frozen_stages must be an int in [-1, {num}] (-1: none, {num}: all {what}), got '
+                         f'{value!r}')
+    return int(value)
+
+
+def check_arch_keys(arch: Mapping, known: Iterable[str]) -> None:
+    """Refuse unknown keys in a custom ``arch`` dict (a typo would otherwise be ignored)."""
+    known = set(known)
+    unknown = sorted(set(arch) - known, key=str)
+    if unknown:
+        hints = ''.join(f' ({k!r}: did you mean {close[0]!r}?)' for k in unknown
+                        for close in [difflib.get_close_matches(str(k), sorted(known), n=1)] if close)
+        raise ValueError(f'unknown arch keys {unknown}{hints} (known: {sorted(known)})')
+
+
 def check_image_batch(x, in_channels: int, dtype: torch.dtype, min_size: int = 1) -> None:
     """Refuse what a backbone cannot take, with the reason: not a tensor, not (B, C, H, W), wrong channel
     count, sides below ``min_size`` (the smallest input the model's strides/windows allow), or a dtype
     other than the model's (integer images must be converted and normalised first; half-precision inputs
     into an fp32 model belong under ``torch.autocast``). An empty batch is allowed."""
+    _check_batch(x, in_channels, dtype, min_size, video=False)
+
+
+def check_clip_batch(x, in_channels: int, dtype: torch.dtype, min_size: int = 1) -> None:
+    """``check_image_batch`` for video clips (B, T, C, H, W): also refuses T = 0. An empty batch is allowed."""
+    _check_batch(x, in_channels, dtype, min_size, video=True)
+
+
+def _check_batch(x, in_channels: int, dtype: torch.dtype, min_size: int, video: bool) -> None:
+    layout = f'(B, T, {in_channels}, H, W)' if video else f'(B, {in_channels}, H, W)'
+    what = 'clip batch' if video else 'image batch'
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f'expected a torch.Tensor image batch (B, {in_channels}, H, W), got {type(x).__name__}'
-                        + (' (convert with torch.from_numpy(...).permute(0, 3, 1, 2))' if hasattr(x, '__array__')
-                           else ''))
-    if x.dim() != 4:
-        raise ValueError(f'expected an image batch (B, {in_channels}, H, W), got a {x.dim()}-d tensor '
+        hint = ''
+        if hasattr(x, '__array__'):
+            hint = (' (convert with torch.from_numpy(...).permute(0, 1, 4, 2, 3))' if video else
+                    ' (convert with torch.from_numpy(...).permute(0, 3, 1, 2))')
+        raise TypeError(f'expected a torch.Tensor {what} {layout}, got {type(x).__name__}{hint}')
+    rank = 5 if video else 4
+    if x.dim() != rank:
+        raise ValueError(f'expected {"a" if video else "an"} {what} {layout}, got a {x.dim()}-d tensor '
                          f'{tuple(x.shape)}')
-    if x.shape[1] != in_channels:
-        raise ValueError(f'expected {in_channels} input channels, got {x.shape[1]} (input {tuple(x.shape)})')
-    if min(x.shape[2:]) < min_size:
-        raise ValueError(f'input {tuple(x.shape[2:])} is smaller than the {min_size}x{min_size} this model '
+    c = 2 if video else 1
+    if x.shape[c] != in_channels:
+        hint = (f' (channels last? permute to {layout})' if x.shape[-1] == in_channels else '')
+        raise ValueError(f'expected {in_channels} input channels, got {x.shape[c]} (input {tuple(x.shape)}, '
+                         f'layout {layout}){hint}')
+    if video and x.shape[1] < 1:
+        raise ValueError(f'empty clip {tuple(x.shape)}: expected T >= 1 frames in {layout}')
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than the {min_size}x{min_size} this model '
                          'needs')
     if not x.is_floating_point():
-        raise TypeError(f'expected a floating-point image batch, got {x.dtype} (convert to float and '
+        raise TypeError(f'expected a floating-point {what}, got {x.dtype} (convert to float and '
                         'normalise first)')
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f'input dtype {x.dtype} does not match the model\'s {dtype}: cast the input, '

@@ -43,10 +43,11 @@ from torch import nn
 from ...official import build_classifier, check_kwargs, register_official
 from ...registry import register_backbone
 from ..checkpoint import StateDict
-from ..layers import (ConvBN, LinearBN, attention_with_cls_row, blend_scores, drop_path,
+from ..layers import (ConvBN, LinearBN, attention_with_cls_row, blend_scores, checkpoint_call, drop_path,
                       fuse_bn_modules, gather_tokens, representative_token, resample_abs_pos_embed,
                       scatter_tokens, select_tokens, subsample_grid)
-from .base import BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, freeze, map_head
+from .base import (BaseBackbone, check_bool, check_frozen_stages, check_image_batch, check_img_size, check_indices,
+                   check_int, check_rate, check_width, freeze, map_head)
 
 NUM_UNPRUNED = 2  # the official models never prune the first two layers
 OFFICIAL_STAGE_KEEP_RATIOS = (0.5, 0.5, 0.5)
@@ -76,11 +77,11 @@ class LeViTAttention(nn.Module):
     def forward(self, x: torch.Tensor, need_cls_attn: bool = False
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).view(B, N, self.num_heads, -1).split(
+        q, k, v = self.qkv(x).view(B, N, self.num_heads, 2 * self.key_dim + self.val_dim).split(
             [self.key_dim, self.key_dim, self.val_dim], dim=3)
         out, row = attention_with_cls_row(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.scale,
                                           need_cls_attn, self.fused_attn)
-        return self.proj(self.act(out.transpose(1, 2).reshape(B, N, -1))), row
+        return self.proj(self.act(out.transpose(1, 2).reshape(B, N, self.num_heads * self.val_dim))), row
 
 
 class LeViTSubsampleAttention(nn.Module):
@@ -106,13 +107,14 @@ class LeViTSubsampleAttention(nn.Module):
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         B, N, _ = x.shape
         x = x + resample_abs_pos_embed(self.pos_embed, self.grid, hw, 1)
-        k, v = self.kv(x).view(B, N, self.num_heads, -1).split([self.key_dim, self.val_dim], dim=3)
+        k, v = self.kv(x).view(B, N, self.num_heads, self.key_dim + self.val_dim).split(
+            [self.key_dim, self.val_dim], dim=3)
         q = self.q(torch.cat([x[:, :1], subsample_grid(x[:, 1:], hw)], dim=1))
         nq = q.shape[1]
         q = q.view(B, nq, self.num_heads, self.key_dim)
         out, row = attention_with_cls_row(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.scale,
                                           need_cls_attn, self.fused_attn)
-        return self.proj(self.act(out.transpose(1, 2).reshape(B, nq, -1))), row
+        return self.proj(self.act(out.transpose(1, 2).reshape(B, nq, self.num_heads * self.val_dim))), row
 
 
 class LeViTMlp(nn.Module):
@@ -191,6 +193,11 @@ class EvoLeViT(BaseBackbone):
         train_cls_token: With ``'avg_featmap'``: in training mode the last output becomes ``[pooled, cls]``
             for the training-only CLS heads (``EvoLeViTClsHead``).
         frozen_stages: Freeze the stem, embeddings and the first ``frozen_stages`` stages (-1: none).
+        with_cp: Gradient (activation) checkpointing in training: every block, and the subsampling attention
+            and its MLP, run under ``torch.utils.checkpoint`` (``layers/grad_checkpoint.py``); selection, the
+            representative token and the score blending stay outside (the CLS rows are outputs of the
+            checkpointed calls), and the recomputation does not update the BatchNorm statistics a second time.
+            Same outputs, gradients and buffers, less memory.
         deploy: Build with BatchNorms folded (the layout ``switch_to_deploy`` produces).
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads official Evo-LeViT or mmevit checkpoints.
     """
@@ -228,6 +235,7 @@ class EvoLeViT(BaseBackbone):
                  out_type: str = 'featmap',
                  train_cls_token: bool = False,
                  frozen_stages: int = -1,
+                 with_cp: bool = False,
                  deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  device=None, dtype=None) -> None:
@@ -237,13 +245,13 @@ class EvoLeViT(BaseBackbone):
         self.embed_dims, self.depths, self.num_stages = tuple(dims), tuple(depths), len(depths)
         self.img_size = check_img_size(img_size)
         self.in_channels = check_int(in_channels, 'in_channels')
-        for name, v in (('attn_ratio', attn_ratio), ('mlp_ratio', mlp_ratio), ('down_attn_ratio', down_attn_ratio),
-                        ('down_mlp_ratio', down_mlp_ratio)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0:
-                raise ValueError(f'{name} must be a positive number, got {v!r}')
-        dpr = self.arch.get('drop_path_rate', 0.) if drop_path_rate is None else drop_path_rate
-        if not 0 <= dpr < 1:
-            raise ValueError(f'drop_path_rate must lie in [0, 1), got {dpr}')
+        # Every derived width must be >= 1: value widths (ratio x key_dim) and MLP widths (ratio x embedding).
+        check_width(key_dim, attn_ratio, 'attn_ratio')
+        check_width(key_dim, down_attn_ratio, 'down_attn_ratio')
+        check_width(min(dims), mlp_ratio, 'mlp_ratio')
+        check_width(min(dims[1:]) if len(dims) > 1 else 1, down_mlp_ratio, 'down_mlp_ratio')
+        dpr = check_rate(self.arch.get('drop_path_rate', 0.) if drop_path_rate is None else drop_path_rate,
+                         'drop_path_rate')
 
         total = sum(depths)
         if keep_ratios is None:
@@ -255,15 +263,18 @@ class EvoLeViT(BaseBackbone):
         if any(r == 1 for r, n, d in zip(self.stage_keep_ratios, self.num_unpruned, depths) if n < d):
             raise ValueError(f'stage_keep_ratios must be < 1 for stages with pruned layers, got '
                              f'{self.stage_keep_ratios}')
-        self.stage_wise, self.learn_tradeoff = bool(stage_wise), bool(learn_tradeoff)
+        self.stage_wise = check_bool(stage_wise, 'stage_wise')
+        self.learn_tradeoff = check_bool(learn_tradeoff, 'learn_tradeoff')
 
         self.out_indices = check_indices(out_indices, self.num_stages)
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
         if train_cls_token and out_type != 'avg_featmap':
             raise ValueError("train_cls_token=True needs out_type='avg_featmap' (the classification feature)")
-        self.out_type, self.train_cls_token = out_type, train_cls_token
-        self.frozen_stages = frozen_stages
+        self.out_type, self.train_cls_token = out_type, check_bool(train_cls_token, 'train_cls_token')
+        self.frozen_stages = check_frozen_stages(frozen_stages, self.num_stages)
+        check_bool(deploy, 'deploy')
+        self.with_cp = bool(with_cp)
         self.deploy = False
 
         dd = dict(device=device, dtype=dtype)
@@ -489,7 +500,7 @@ class EvoLeViT(BaseBackbone):
                 x, hw, scores = self._downsample(stage.downsample, x, hw, scores, i in need, learned)
             elif kind == 'layer':
                 attn = stage.blocks[step[2]]
-                x, row = attn(x, need_cls_attn=i in need)
+                x, row = checkpoint_call(attn, x, need_cls_attn=i in need, enabled=self.with_cp and self.training)
                 if row is not None:
                     scores = blend_scores(scores, row[:, :, 1:].mean(dim=1), _alpha(attn.attn, learned))
             else:
@@ -501,7 +512,8 @@ class EvoLeViT(BaseBackbone):
 
     def _downsample(self, down: EvoLeViTDownsample, x: torch.Tensor, hw: Tuple[int, int],
                     scores: Optional[torch.Tensor], need: bool, learned: bool):
-        out, row = down.attn(x, hw, need_cls_attn=need)
+        cp = self.with_cp and self.training
+        out, row = checkpoint_call(down.attn, x, hw, need_cls_attn=need, enabled=cp)
         if row is not None:
             # Subsample the scores with the queries' grid, blend in this attention's CLS row (over all keys,
             # subsampled alike), and keep the total the scores had before subsampling.
@@ -510,7 +522,7 @@ class EvoLeViT(BaseBackbone):
             scores = new * (scores.sum(dim=1, keepdim=True) / new.sum(dim=1, keepdim=True))
         else:
             scores = None
-        out = out + down.drop_path(down.mlp(out))
+        out = out + down.drop_path(checkpoint_call(down.mlp, out, enabled=cp))
         return out, _grid_after_stride2(hw), scores
 
     def _evolve(self, stage: EvoLeViTStage, layers: Sequence[int], keep_ratio: float, x: torch.Tensor,
@@ -523,7 +535,7 @@ class EvoLeViT(BaseBackbone):
         cur = torch.cat([cls, gather_tokens(patches, keep), rep], dim=1)
         for j in layers:
             blk = stage.blocks[j]
-            cur, row = blk(cur, need_cls_attn=need)
+            cur, row = checkpoint_call(blk, cur, need_cls_attn=need, enabled=self.with_cp and self.training)
             if row is not None:  # kept entries only (the representative token is last)
                 scores = blend_scores(scores, row[:, :, 1:-1].mean(dim=1), _alpha(blk.attn, learned), keep)
         patches = scatter_tokens(patches + (cur[:, -1:] - rep), keep, cur[:, 1:-1])

@@ -37,10 +37,11 @@ from torch import nn
 from ...official import build_classifier, check_kwargs, norm_eps, register_official
 from ...registry import register_backbone
 from ..checkpoint import StateDict
-from ..layers import (EvoAttention, PatchEmbed, TransformerBlock, blend_scores, drop_path_rates, gather_tokens,
-                      resample_abs_pos_embed, scatter_tokens, select_tokens)
-from .base import (DEFAULT_HEAD_PREFIXES, BaseBackbone, check_image_batch, check_img_size, check_indices, check_int,
-                   freeze, map_head)
+from ..layers import (EvoAttention, PatchEmbed, TransformerBlock, blend_scores, checkpoint_call, drop_path_rates,
+                      gather_tokens, resample_abs_pos_embed, scatter_tokens, select_tokens)
+from .base import (DEFAULT_HEAD_PREFIXES, BaseBackbone, check_arch_keys, check_bool, check_frozen_stages,
+                   check_image_batch, check_img_size, check_indices, check_int, check_number, check_rate, freeze,
+                   map_head)
 
 # The official DeiT schedule (12 layers): full tokens in layers 0-3, then stages [4-7] and [8-11] keeping half.
 OFFICIAL_KEEP_RATIOS = (1., 1., 1., 1.) + (0.5,) * 8
@@ -96,6 +97,10 @@ class EvoViT(BaseBackbone):
         drop_rate / attn_drop_rate / drop_path_rate: Regularisation (linear drop-path schedule).
         interpolate_mode: Position-embedding resampling mode.
         frozen_stages: Freeze the embeddings and the first ``frozen_stages`` layers (-1: none).
+        with_cp: Gradient (activation) checkpointing in training: each layer's block runs under
+            ``torch.utils.checkpoint`` (``layers/grad_checkpoint.py``) on the tokens it updates; the token
+            selection, write-back and the global class attention stay outside (the CLS row is an output of the
+            checkpointed call). Same outputs and gradients, less memory.
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads official Evo-ViT, timm/DeiT,
             mmpretrain or mmevit checkpoints.
     """
@@ -133,6 +138,7 @@ class EvoViT(BaseBackbone):
                  drop_path_rate: float = 0.,
                  interpolate_mode: str = 'bicubic',
                  frozen_stages: int = -1,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  device=None, dtype=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -147,7 +153,7 @@ class EvoViT(BaseBackbone):
         self.keep_ratios = _per_layer(keep_ratios, OFFICIAL_KEEP_RATIOS, depth, 'keep_ratios', (0., 1.))
         self.tradeoffs = _per_layer(tradeoffs, OFFICIAL_TRADEOFFS, depth, 'tradeoffs', (0., 1.), low_open=False)
         self.selection_layers = self._resolve_selection_layers(selection_layers)
-        self.stage_wise = bool(stage_wise)
+        self.stage_wise = check_bool(stage_wise, 'stage_wise')
 
         self.out_indices = check_indices(out_indices, depth)
         if out_type not in self.OUT_TYPES:
@@ -155,9 +161,18 @@ class EvoViT(BaseBackbone):
         if train_cls_token and out_type != 'avg_featmap':
             raise ValueError("train_cls_token=True needs out_type='avg_featmap' (the classification feature)")
         self.out_type = out_type
-        self.train_cls_token = train_cls_token
+        self.train_cls_token = check_bool(train_cls_token, 'train_cls_token')
+        if interpolate_mode not in ('nearest', 'bilinear', 'bicubic'):
+            raise ValueError(f"interpolate_mode must be 'nearest', 'bilinear' or 'bicubic', got {interpolate_mode!r}")
         self.interpolate_mode = interpolate_mode
-        self.frozen_stages = frozen_stages
+        self.frozen_stages = check_frozen_stages(frozen_stages, depth, 'layers')
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            check_rate(rate, name)
+        check_number(norm_eps, 'norm_eps')
+        check_bool(final_norm, 'final_norm')
+        check_bool(qkv_bias, 'qkv_bias')
+        self.with_cp = bool(with_cp)
 
         dd = dict(device=device, dtype=dtype)
         self.patch_embed = PatchEmbed(in_channels, dims, patch_size, **dd)
@@ -186,6 +201,7 @@ class EvoViT(BaseBackbone):
             return dict(self.arch_zoo[key])
         if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
             raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
+        check_arch_keys(arch, self.essential_keys)
         for key in sorted(self.essential_keys):
             check_int(arch[key], f'arch[{key!r}]')
         if arch['embed_dims'] % arch['num_heads']:
@@ -365,7 +381,8 @@ class EvoViT(BaseBackbone):
                 tokens = cur if keep is None else _write_back(tokens, cur, keep)
                 keep = select_tokens(scores, int(num_patches * selections[i]))
                 cur = torch.cat([tokens[:, :1], gather_tokens(tokens[:, 1:], keep)], dim=1)
-            cur, row = self.blocks[i](cur, need_cls_attn=i in need_scores)
+            cur, row = checkpoint_call(self.blocks[i], cur, need_cls_attn=i in need_scores,
+                                       enabled=self.with_cp and self.training)
             if row is not None:  # DeiT: the CLS row summed over heads; it only ranks tokens (no gradient)
                 scores = blend_scores(scores, row[:, :, 1:].sum(dim=1).detach(), self.tradeoffs[i], keep)
             if i in self.out_indices:

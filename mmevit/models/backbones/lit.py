@@ -41,12 +41,12 @@ from torch import nn
 from ...official import build_classifier, check_kwargs, norm_eps, register_official
 from ...registry import register_backbone
 from ..checkpoint import StateDict
-from ..layers import PatchEmbed, TransformerBlock, drop_path_rates, resample_abs_pos_embed
+from ..layers import PatchEmbed, TransformerBlock, checkpoint_call, drop_path_rates, resample_abs_pos_embed
 from ..layers.dtm import DTM_IMPLS, DeformableTokenMerging
 from ..layers.fused_linear import fusable, linear
 from ..layers.rel_pos import GlobalSelfAttention, resize_rel_pos_table
-from .base import (BaseBackbone, check_image_batch, check_img_size, check_indices, check_int, freeze,
-                   tokens_to_nchw)
+from .base import (BaseBackbone, check_bool, check_frozen_stages, check_image_batch, check_img_size, check_indices,
+                   check_int, check_rate, check_width, freeze, tokens_to_nchw)
 
 POSITIONS = ('absolute', 'relative')
 
@@ -67,22 +67,12 @@ class LITPatchEmbed(PatchEmbed):
 class LITBlock(TransformerBlock):
     """LIT's pre-norm block: an MLP block (``attn=None``: ``x + MLP(LN(x))``) or global MSA + MLP.
 
-    In CPU inference the MLP's GELU and both residual adds run fused into their GEMMs
-    (``layers/fused_linear.py``); ``fused_linear=False`` (or training, autograd, autocast) takes the plain path.
+    In CPU inference the MLP's GELU and both residual adds run fused into their GEMMs (``TransformerBlock``,
+    ``layers/fused_linear.py``); ``fused_linear=False`` (or training, autograd, autocast) takes the plain path.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fused_linear = True
-
     def forward(self, x: torch.Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        if not (self.fused_linear and not self.training and fusable(x)):
-            if self.has_attn:
-                x = x + self.drop_path1(self.attn(self.norm1(x), hw_shape))
-            return self.forward_mlp(x)
-        if self.has_attn:
-            x = self.attn(self.norm1(x), hw_shape, residual=x)
-        return linear(linear(self.norm2(x), self.mlp.fc1, 'gelu'), self.mlp.fc2, residual=x)
+        return super().forward(x, hw_shape=hw_shape)
 
 
 class LITStage(nn.Module):
@@ -118,10 +108,11 @@ class LITStage(nn.Module):
                                      for j in range(depth)])
         self.downsample = DeformableTokenMerging(dim, out_dim, dtm_impl, **dd) if out_dim else None
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """The blocks (position embedding and DTM are applied by the backbone)."""
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int], with_cp: bool = False) -> torch.Tensor:
+        """The blocks (position embedding and DTM are applied by the backbone); ``with_cp``: each block
+        activation-checkpointed."""
         for blk in self.blocks:
-            x = blk(x, hw)
+            x = checkpoint_call(blk, x, hw, enabled=with_cp)
         return x
 
 
@@ -153,6 +144,9 @@ class LIT(BaseBackbone):
         frozen_stages: Freeze the patch embedding and the first ``frozen_stages`` stages (with their DTM,
             output norms, and at the last stage the cls token and final norm). -1 freezes nothing.
         norm_eval: Keep the DTM BatchNorms in eval mode (running statistics) while training.
+        with_cp: Gradient (activation) checkpointing in training: each block (MLP or MSA block) runs under
+            ``torch.utils.checkpoint`` (``layers/grad_checkpoint.py``); position embeddings, DTM and output
+            norms are not checkpointed. Same outputs and gradients, less memory.
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads official LIT classification checkpoints
             (``lit_ti.pth``, ``lit_s.pth``...), official detection/segmentation checkpoints (``backbone.*``)
             or mmevit ones, resizing position embeddings and relative-bias tables.
@@ -195,6 +189,7 @@ class LIT(BaseBackbone):
                  dtm_impl: str = 'auto',
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  device=None, dtype=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -205,7 +200,7 @@ class LIT(BaseBackbone):
         self.position = self.arch['position']
         self.patch_size = check_int(patch_size, 'patch_size')
         self.in_channels = check_int(in_channels, 'in_channels')
-        self.img_size = check_img_size(img_size)
+        self.img_size = check_img_size(img_size, self.patch_size)
         grid = (-(-self.img_size[0] // patch_size), -(-self.img_size[1] // patch_size))
         self.grids = []
         for _ in range(self.num_stages):
@@ -238,13 +233,17 @@ class LIT(BaseBackbone):
                 raise ValueError(f"{name} must be 'nearest', 'bilinear' or 'bicubic', got {mode!r}")
         if dtm_impl not in DTM_IMPLS:
             raise ValueError(f'dtm_impl must be one of {DTM_IMPLS}, got {dtm_impl!r}')
-        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, numbers.Integral) \
-                or not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be an int in [-1, {self.num_stages}], got {frozen_stages!r}')
+        self.frozen_stages = check_frozen_stages(frozen_stages, self.num_stages)
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            check_rate(rate, name)
+        for name, flag in (('final_norm', final_norm), ('with_cls_token', with_cls_token), ('qkv_bias', qkv_bias),
+                           ('norm_eval', norm_eval)):
+            check_bool(flag, name)
         self.out_type = out_type
         self.pos_interpolate_mode = pos_interpolate_mode
-        self.frozen_stages = int(frozen_stages)
-        self.norm_eval = norm_eval
+        self.norm_eval = bool(norm_eval)
+        self.with_cp = bool(with_cp)
         self.out_channels = tuple(dims[i] for i in self.out_indices)
         self.out_strides = tuple(self.patch_size * 2 ** i for i in self.out_indices)
 
@@ -298,15 +297,15 @@ class LIT(BaseBackbone):
                              f'{ {k: len(v) for k, v in out.items()} }')
         for key in ('embed_dims', 'depths', 'num_heads'):
             out[key] = tuple(check_int(v, f'arch[{key!r}] entry') for v in out[key])
-        for r in out['mlp_ratios']:
-            if isinstance(r, bool) or not isinstance(r, numbers.Real) or r <= 0:
-                raise ValueError(f"arch['mlp_ratios'] entries must be positive numbers, got {r!r}")
-        if arch['position'] not in POSITIONS:
+        for dim, r in zip(out['embed_dims'], out['mlp_ratios']):
+            check_width(dim, r, "arch['mlp_ratios'] entry")
+        if not isinstance(arch['position'], str) or arch['position'] not in POSITIONS:
             raise ValueError(f"arch['position'] must be one of {POSITIONS}, got {arch['position']!r}")
         out['position'] = arch['position']
-        out['has_msa'] = tuple(bool(m) for m in arch.get('has_msa', [i >= 2 for i in range(n)]))
-        if len(out['has_msa']) != n:
-            raise ValueError(f"arch['has_msa'] needs {n} entries, got {arch['has_msa']!r}")
+        has_msa = arch.get('has_msa', [i >= 2 for i in range(n)])
+        if isinstance(has_msa, (str, bytes)) or not isinstance(has_msa, Sequence) or len(has_msa) != n:
+            raise ValueError(f"arch['has_msa'] needs {n} entries (True/False or 1/0 per stage), got {has_msa!r}")
+        out['has_msa'] = tuple(check_bool(m, "arch['has_msa'] entry") for m in has_msa)
         for key in ('norm_eps', 'patch_norm_eps'):
             value = arch.get(key, 1e-5)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
@@ -412,7 +411,7 @@ class LIT(BaseBackbone):
                 if i == last and self.cls_token is not None:
                     x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
                 x = self.drop_after_pos(x + self._pos_embed(i, hw))
-            x = stage(x, hw)
+            x = stage(x, hw, with_cp=self.with_cp and self.training)
             if i == last and self.norm is not None:
                 x = self.norm(x)
             if i in self.out_indices:

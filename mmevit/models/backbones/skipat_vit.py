@@ -31,8 +31,8 @@ from torch import nn
 from ...official import build_classifier, check_kwargs, norm_eps, register_official
 from ...registry import register_backbone
 from ..checkpoint import StateDict
-from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, drop_path_rates,
-                      resample_abs_pos_embed)
+from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, checkpoint_call,
+                      drop_path_rates, resample_abs_pos_embed)
 from .base import BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, freeze
 
 # The paper's skipped blocks: 4-9 in 1-based counting.
@@ -49,9 +49,13 @@ class ViTBlock(TransformerBlock):
         super().__init__(dim, mlp_hidden, MultiheadSelfAttention(dim, num_heads, qkv_bias, attn_drop, drop, **dd),
                          drop, drop_path_rate, norm_eps, **dd)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        msa = self.attn(self.norm1(x))
-        return self.forward_mlp(x + self.drop_path1(msa)), msa
+    def forward(self, x: torch.Tensor, need_msa: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Returns the block output and its MSA output (None when not ``need_msa`` in fused inference, where
+        the residual add runs inside the projection GEMM)."""
+        if need_msa or not self.fused_inference(x):
+            msa = self.attn(self.norm1(x))
+            return self.forward_mlp(x + self.drop_path1(msa)), msa
+        return self.forward_mlp(self.attn(self.norm1(x), residual=x)), None
 
 
 class SkipAtBlock(TransformerBlock):
@@ -103,6 +107,9 @@ class SkipAtViT(BaseBackbone):
         interpolate_mode: Position-embedding resampling mode.
         frozen_stages: Freeze the patch embedding, position embedding and the first ``frozen_stages`` blocks
             (all blocks and the final norm when equal to ``num_layers``). -1 freezes nothing.
+        with_cp: Gradient (activation) checkpointing in training: each block's forward runs under
+            ``torch.utils.checkpoint`` (``layers/grad_checkpoint.py``); the MSA output and Phi link a block hands
+            on are outputs of that call, so the chain is unchanged. Same outputs and gradients, less memory.
         init_cfg: ``dict(type='Pretrained', checkpoint=<path or URL>)`` loads official SkipAt, timm/DeiT,
             mmpretrain/mmseg ViT or mmevit checkpoints, converting keys and resizing ``pos_embed``.
     """
@@ -140,6 +147,7 @@ class SkipAtViT(BaseBackbone):
                  drop_path_rate: float = 0.,
                  interpolate_mode: str = 'bicubic',
                  frozen_stages: int = -1,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  device=None, dtype=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -171,6 +179,7 @@ class SkipAtViT(BaseBackbone):
         self.with_cls_token = with_cls_token
         self.interpolate_mode = interpolate_mode
         self.frozen_stages = frozen_stages
+        self.with_cp = bool(with_cp)
 
         dd = dict(device=device, dtype=dtype)
         self.patch_embed = PatchEmbed(in_channels, dims, patch_size, **dd)
@@ -323,13 +332,16 @@ class SkipAtViT(BaseBackbone):
         outs = []
         msa: Optional[torch.Tensor] = None  # MSA output of the last computed block
         z: Optional[torch.Tensor] = None    # current link of the Phi chain
+        cp = self.with_cp and self.training
         for i, blk in enumerate(self.blocks):
             if isinstance(blk, SkipAtBlock):
                 if z is None:
                     z = msa[:, p:]
-                x, z = blk(x, z, msa[:, :p], hw)
+                x, z = checkpoint_call(blk, x, z, msa[:, :p], hw, enabled=cp)
             else:
-                x, msa = blk(x)
+                # Only a block followed by a skipped one hands its MSA output on (to Phi and the CLS row).
+                need = i + 1 < self.num_layers and isinstance(self.blocks[i + 1], SkipAtBlock)
+                x, msa = checkpoint_call(blk, x, need_msa=need, enabled=cp)
                 if self.phi_chain == 'restart':
                     z = None
             if i == self.num_layers - 1 and self.norm is not None:

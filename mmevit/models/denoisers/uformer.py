@@ -54,9 +54,10 @@ from torch import nn
 
 from ...official import check_kwargs, load_converted, norm_eps, register_official
 from ...registry import MODELS
-from ..backbones.base import BaseBackbone, check_image_batch, check_int
+from ..backbones.base import (BaseBackbone, check_arch_keys, check_bool, check_image_batch, check_int, check_number,
+                              check_rate, check_width)
 from ..checkpoint import StateDict
-from ..layers import SkipAtPhi, drop_path
+from ..layers import SkipAtPhi, checkpoint_call, drop_path
 
 SKIPAT_MODES = (None, 'feature', 'attention')
 NUM_LEVELS = 4  # encoder/decoder levels; the bottleneck is level 4
@@ -69,9 +70,10 @@ def linear(x: torch.Tensor, layer: nn.Linear, act: str = 'none') -> torch.Tensor
     with the bias (and GELU) fused, the kernel torch.compile's CPU backend emits: the output is written once,
     where ``F.linear`` first copies the bias into it and GELU then makes a second pass (1.3-3x faster on the
     token-wise layers here). Under a dispatch mode (e.g. ``torch.utils.flop_counter``, which cannot see the fused
-    kernel) it stays on ``F.linear``."""
-    if (_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == layer.weight.dtype == torch.float32
+    kernel) or ``torch.jit.trace`` (which cannot record its ``Scalar?[]`` argument) it stays on ``F.linear``."""
+    if (_ONEDNN_LINEAR and not torch.compiler.is_compiling() and x.device.type == 'cpu' and x.dtype == layer.weight.dtype == torch.float32
             and x.is_contiguous() and not torch.is_autocast_enabled('cpu') and not torch._C._len_torch_dispatch_stack()
+            and not torch.jit.is_tracing()
             and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, act, [], 'none' if act == 'gelu' else '')
     y = layer(x)
@@ -79,7 +81,26 @@ def linear(x: torch.Tensor, layer: nn.Linear, act: str = 'none') -> torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------- windows
-@functools.lru_cache(maxsize=None)
+def _cache(maxsize: Optional[int]):
+    """``functools.lru_cache`` of eager calls only. Under ``torch.jit.trace`` the traced graph then always records
+    how the index/mask tensors are made, whether or not an eager call cached them before (``check_trace``
+    retraces and compares the graphs); under a dispatch mode (``torch.export``'s fake tensors, FLOP counters) or
+    ``torch.compile`` the tensors made there never enter the cache (a fake tensor in it would be returned to
+    later eager calls)."""
+    def wrap(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def call(*args):
+            if torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling():
+                return fn(*args)
+            return cached(*args)
+        call.cache_clear = cached.cache_clear
+        return call
+    return wrap
+
+
+@_cache(maxsize=None)
 def _relative_position_index(win: int, device: torch.device) -> torch.Tensor:
     """(win² * win²,) index into the (2 win - 1)² bias table, Swin's row-major layout."""
     coords = torch.stack(torch.meshgrid(torch.arange(win), torch.arange(win), indexing='ij')).flatten(1)
@@ -87,7 +108,7 @@ def _relative_position_index(win: int, device: torch.device) -> torch.Tensor:
     return (rel[0] * (2 * win - 1) + rel[1]).reshape(-1).to(device)
 
 
-@functools.lru_cache(maxsize=32)
+@_cache(maxsize=32)
 def _window_index(hw: Tuple[int, int], win: int, shift: int, device: torch.device
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Token positions of the map rolled by ``-shift`` and cut into windows (row-major windows of row-major
@@ -135,7 +156,7 @@ def shift_attention_mask(hw: Tuple[int, int], win: int, shift: int, device=None,
     return (label[:, None, :] != label[:, :, None]).to(dtype) * -100.
 
 
-@functools.lru_cache(maxsize=32)
+@_cache(maxsize=32)
 def _border_masks(win: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(3, win², win²) SW-MSA masks of a window in the last window row, in the last window column and in the
     corner: every other window lies inside one region and needs none."""
@@ -430,13 +451,15 @@ class UformerLayer(nn.Module):
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor, srcs: Optional[Sequence[torch.Tensor]] = None,
-                keep: Optional[str] = None) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+                keep: Optional[str] = None, with_cp: bool = False
+                ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+        """``with_cp``: each block activation-checkpointed (what it keeps for the decoder is an output)."""
         shifts = {blk.shift_size for blk in self.blocks if blk.shift_size and blk.mode == 'msa'}
         mask = (ShiftMask.build(x.shape[0], x.shape[1:3], self.win_size, shifts.pop(), x.device, x.dtype)
                 if shifts else None)
         kept = []
         for i, blk in enumerate(self.blocks):
-            x, k = blk(x, mask, srcs[i] if srcs is not None else None, keep)
+            x, k = checkpoint_call(blk, x, mask, srcs[i] if srcs is not None else None, keep, enabled=with_cp)
             kept.append(k)
         return x, kept
 
@@ -506,6 +529,10 @@ class Uformer(BaseBackbone):
             (``'feature'`` mode; SkipAt uses 2 and 5).
         pad_mode: ``F.pad`` mode of the bottom/right padding to ``size_divisor`` (``'constant'``: zeros).
         fused_attn: SDPA (True) or the eager attention path.
+        with_cp: Gradient (activation) checkpointing in training: every LeWin block (encoder, bottleneck,
+            decoder) runs under ``torch.utils.checkpoint`` (``layers/grad_checkpoint.py``); the MSA output or
+            attention an encoder block keeps for its SkipAt decoder mirror is an output of that call. Same
+            outputs and gradients, less memory (the official ``use_checkpoint``).
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads official or mmevit checkpoints.
     """
 
@@ -543,6 +570,7 @@ class Uformer(BaseBackbone):
                  phi_kernel: int = 5,
                  pad_mode: str = 'constant',
                  fused_attn: bool = True,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  device=None, dtype=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -553,6 +581,9 @@ class Uformer(BaseBackbone):
         self.win_size = check_int(win_size, 'win_size')
         self.in_channels = check_int(in_channels, 'in_channels')
         self.out_channels = check_int(out_channels, 'out_channels')
+        for name, flag in (('residual', residual), ('modulator', modulator), ('shift', shift),
+                           ('qkv_bias', qkv_bias), ('fused_attn', fused_attn)):
+            check_bool(flag, name)
         if residual and in_channels != out_channels:
             raise ValueError(f'residual=True adds the input to the output: in_channels ({in_channels}) must '
                              f'equal out_channels ({out_channels})')
@@ -564,12 +595,23 @@ class Uformer(BaseBackbone):
         if skipat not in SKIPAT_MODES:
             raise ValueError(f'skipat must be one of {SKIPAT_MODES}, got {skipat!r}')
         self.skipat = skipat
-        self.skip_layers = self._resolve_skip_layers(skip_layers) if skipat else ()
+        self.skip_layers = self._resolve_skip_layers(skip_layers)
         if check_int(phi_kernel, 'phi_kernel') % 2 == 0:
             raise ValueError(f'phi_kernel must be odd (a "same" depth-wise conv), got {phi_kernel}')
+        # Hidden widths: LeFF's (mlp_ratio x the narrowest block, C) and Phi's (phi_ratio x the narrowest
+        # decoder block, 2C) must be >= 1.
+        check_width(C, mlp_ratio, 'mlp_ratio')
+        check_width(2 * C, phi_ratio, 'phi_ratio')
+        if qk_scale is not None:
+            check_number(qk_scale, 'qk_scale')
+        check_number(norm_eps, 'norm_eps')
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            check_rate(rate, name)
         if pad_mode not in ('constant', 'reflect', 'replicate', 'circular'):
             raise ValueError(f"pad_mode must be 'constant', 'reflect', 'replicate' or 'circular', got {pad_mode!r}")
         self.pad_mode = pad_mode
+        self.with_cp = bool(with_cp)
 
         dd = dict(device=device, dtype=dtype)
         blk = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
@@ -621,6 +663,7 @@ class Uformer(BaseBackbone):
             return {k: (list(v) if isinstance(v, list) else v) for k, v in self.arch_zoo[key].items()}
         if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
             raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
+        check_arch_keys(arch, self.essential_keys)
         C = check_int(arch['embed_dims'], "arch['embed_dims']")
         out = dict(arch, embed_dims=C)
         for key in ('depths', 'num_heads'):
@@ -636,11 +679,16 @@ class Uformer(BaseBackbone):
         return out
 
     def _resolve_skip_layers(self, skip_layers: Sequence[int]) -> Tuple[int, ...]:
+        """Decoder levels that skip attention, in any order; checked (types, range) also without ``skipat``,
+        where they are unused (so a typo is not silently ignored)."""
         if isinstance(skip_layers, (str, bytes)) or not isinstance(skip_layers, Sequence):
             raise TypeError(f'skip_layers must be a sequence of decoder levels (0-3), got {skip_layers!r}')
         layers = tuple(check_int(i, 'skip_layers entry', minimum=0) for i in skip_layers)
-        if not layers or len(set(layers)) != len(layers) or max(layers) >= NUM_LEVELS:
+        if len(set(layers)) != len(layers) or (layers and max(layers) >= NUM_LEVELS) \
+                or (self.skipat and not layers):
             raise ValueError(f'skip_layers must be distinct decoder levels in 0..3, got {skip_layers!r}')
+        if not self.skipat:
+            return ()
         depths, heads = self.arch['depths'], self.arch['num_heads']
         for i in layers:
             mirror = NUM_LEVELS - 1 - i
@@ -684,6 +732,13 @@ class Uformer(BaseBackbone):
         check_image_batch(x, self.in_channels, self.output_proj.proj[0].weight.dtype)
         H, W = x.shape[-2:]
         pad_h, pad_w = -H % self.size_divisor, -W % self.size_divisor
+        # F.pad's reflect needs padding < side, circular padding <= side.
+        slack = 0 if self.pad_mode == 'reflect' else 1
+        if self.pad_mode in ('reflect', 'circular') and (pad_h >= H + slack or pad_w >= W + slack):
+            raise ValueError(f'pad_mode={self.pad_mode!r} cannot pad a {H}x{W} input to {H + pad_h}x{W + pad_w} '
+                             f'(a multiple of size_divisor={self.size_divisor}): its padding must be '
+                             f'{"smaller than" if self.pad_mode == "reflect" else "at most"} the side; use a larger '
+                             "input, or pad_mode='constant' or 'replicate'")
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=self.pad_mode)
         out = self.forward_aligned(x)
@@ -697,17 +752,18 @@ class Uformer(BaseBackbone):
         y = self.input_proj(x.contiguous(memory_format=torch.channels_last))
         y = self.pos_drop(y.permute(0, 2, 3, 1).contiguous())  # (B, H, W, C) from here on
         keep = {'feature': 'msa', 'attention': 'attn'}.get(self.skipat)
+        cp = self.with_cp and self.training
         skips, mirrors = [], []
         for i in range(NUM_LEVELS):
-            y, kept = self._layer(i)(y, keep=keep if NUM_LEVELS - 1 - i in self.skip_layers else None)
+            y, kept = self._layer(i)(y, keep=keep if NUM_LEVELS - 1 - i in self.skip_layers else None, with_cp=cp)
             skips.append(y)
             mirrors.append(kept)
             y = getattr(self, f'dowsample_{i}')(y)
-        y, _ = self.conv(y)
+        y, _ = self.conv(y, with_cp=cp)
         for i in range(NUM_LEVELS):
             y = torch.cat([getattr(self, f'upsample_{i}')(y), skips[NUM_LEVELS - 1 - i]], dim=-1)
             srcs = mirrors[NUM_LEVELS - 1 - i] if i in self.skip_layers else None
-            y, _ = self._layer(i, 'decoder')(y, srcs)
+            y, _ = self._layer(i, 'decoder')(y, srcs, with_cp=cp)
         out = self.output_proj(y.permute(0, 3, 1, 2))
         return (x + out if self.residual else out).contiguous()
 

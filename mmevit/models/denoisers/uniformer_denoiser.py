@@ -63,9 +63,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...registry import MODELS
-from ..backbones.base import BaseBackbone, check_int
+from ..backbones.base import (BaseBackbone, check_arch_keys, check_bool, check_clip_batch, check_int, check_number,
+                              check_rate, check_width)
 from ..checkpoint import StateDict
-from ..layers import drop_path
+from ..layers import checkpoint_call, drop_path
 from .denoiser import Denoiser
 
 NUM_LEVELS = 4  # encoder levels 0-2 and the bottleneck (3)
@@ -98,8 +99,9 @@ def window_reverse_3d(windows: torch.Tensor, window: Tuple[int, int, int], shape
     """Inverse of ``window_partition_3d``; ``shape`` = (B, T, H, W)."""
     B, T, H, W = shape
     t, h, w = window
-    x = windows.view(B, T // t, H // h, W // w, t, h, w, -1).permute(0, 1, 4, 2, 5, 3, 6, 7)
-    return x.reshape(B, T, H, W, -1)
+    C = windows.shape[-1]  # explicit (not -1): an empty batch has no elements to infer it from
+    x = windows.view(B, T // t, H // h, W // w, t, h, w, C).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(B, T, H, W, C)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -281,11 +283,12 @@ class Level(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, srcs: Optional[Sequence[torch.Tensor]] = None, keep: bool = False
-                ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+    def forward(self, x: torch.Tensor, srcs: Optional[Sequence[torch.Tensor]] = None, keep: bool = False,
+                with_cp: bool = False) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+        """``with_cp``: each block activation-checkpointed (the attention it keeps is an output)."""
         kept = []
         for j, blk in enumerate(self.blocks):
-            x, a = blk(x, srcs[j] if srcs is not None else None, keep)
+            x, a = checkpoint_call(blk, x, srcs[j] if srcs is not None else None, keep, enabled=with_cp)
             kept.append(a)
         return x, kept
 
@@ -330,6 +333,10 @@ class UniFormerDenoiser(BaseBackbone):
             (stochastic depth linear over the encoder, mirrored in the decoder, maximal in the bottleneck).
         skip_attention: SkipAt: every decoder attention block reuses its mirrored encoder block's attention.
         fused_attn: SDPA (True) or the eager attention path.
+        with_cp: Gradient (activation) checkpointing in training: every block (local or window attention, in
+            the encoder, bottleneck and decoder) runs under ``torch.utils.checkpoint``
+            (``layers/grad_checkpoint.py``); the attention an encoder block keeps for its decoder mirror is an
+            output of that call. Same outputs and gradients, less memory.
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads mmevit checkpoints (a baseline checkpoint
             into a SkipAt model keeps the values' part of the decoder ``qkv``).
 
@@ -357,6 +364,7 @@ class UniFormerDenoiser(BaseBackbone):
                  norm_eps: float = 1e-5,
                  skip_attention: bool = False,
                  fused_attn: bool = True,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.conv_levels = check_int(conv_levels, 'conv_levels', minimum=0)
@@ -368,11 +376,20 @@ class UniFormerDenoiser(BaseBackbone):
             raise ValueError(f'window_size must be (frames, height, width), got {window_size!r}')
         self.window_size = tuple(check_int(w, 'window_size entry') for w in window_size)
         self.in_channels = check_int(in_channels, 'in_channels')
-        self.skip_attention = bool(skip_attention)
+        self.skip_attention = check_bool(skip_attention, 'skip_attention')
+        check_bool(qkv_bias, 'qkv_bias')
+        check_bool(fused_attn, 'fused_attn')
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            check_rate(rate, name)
+        check_number(norm_eps, 'norm_eps')
+        self.with_cp = bool(with_cp)
         self.embed_dims = C
         widths = [C * 2 ** i for i in range(NUM_LEVELS)]
         enc_depth = sum(depths[:NUM_LEVELS - 1])
         enc_dpr = [drop_path_rate * i / (enc_depth - 1) if enc_depth > 1 else 0. for i in range(enc_depth)]
+        check_width(C, mlp_ratio if mlp_ratio is not None else self.arch.get('mlp_ratio', 4.),
+                    'mlp_ratio' if mlp_ratio is not None else "arch['mlp_ratio']")
         self.mlp_ratio = float(mlp_ratio if mlp_ratio is not None else self.arch.get('mlp_ratio', 4.))
         common = dict(mlp_ratio=self.mlp_ratio, drop=drop_rate, drop_path_rate=0., norm_eps=norm_eps)
 
@@ -414,7 +431,11 @@ class UniFormerDenoiser(BaseBackbone):
             return {k: (list(v) if isinstance(v, list) else v) for k, v in self.arch_zoo[arch.lower()].items()}
         if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
             raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
+        check_arch_keys(arch, self.essential_keys | {'mlp_ratio'})
         C = check_int(arch['embed_dims'], "arch['embed_dims']")
+        for key in ('depths', 'num_heads'):
+            if isinstance(arch[key], (str, bytes)) or not isinstance(arch[key], Sequence):
+                raise TypeError(f'arch[{key!r}] must be a list of ints, got {arch[key]!r}')
         depths = list(arch['depths'])
         if len(depths) != NUM_LEVELS:
             raise ValueError(f"arch['depths'] must be {NUM_LEVELS} ints (encoder levels 0-2, bottleneck), "
@@ -458,14 +479,8 @@ class UniFormerDenoiser(BaseBackbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``x`` (B, T, C, H, W), any T >= 1, H and W; returns the same shape."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[2] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f'expected a clip batch (B, T, {self.in_channels}, H, W), got {shape}')
-        if not x.is_floating_point():
-            raise TypeError(f'expected a floating-point clip in [0, 1], got {x.dtype}')
+        check_clip_batch(x, self.in_channels, self.input_proj.weight.dtype)
         B, T, C, H, W = x.shape
-        if T < 1 or H < 1 or W < 1:
-            raise ValueError(f'empty clip {tuple(x.shape)}')
         pad_t = -T % self.temporal_window(T)
         pad_h, pad_w = -H % self.size_divisor, -W % self.size_divisor
         y = x
@@ -483,15 +498,16 @@ class UniFormerDenoiser(BaseBackbone):
         y = F.leaky_relu(conv3d(x.transpose(1, 2), self.input_proj), inplace=True)  # (B, C, T, H, W)
         y = self.pos_drop(y.permute(0, 2, 3, 4, 1))  # (B, T, H, W, C) from here on
         skips, attns = [], []
+        cp = self.with_cp and self.training
         for i in range(NUM_LEVELS - 1):
-            y, kept = self.encoder[i](y, keep=self.skip_attention)
+            y, kept = self.encoder[i](y, keep=self.skip_attention, with_cp=cp)
             skips.append(y)
             attns.append(kept)
             y = self.downsample[i](y)
-        y, _ = self.bottleneck(y)
+        y, _ = self.bottleneck(y, with_cp=cp)
         for i in reversed(range(NUM_LEVELS - 1)):
             y = self.fuse[i](torch.cat([self.upsample[i](y), skips[i]], -1))
-            y, _ = self.decoder[i](y, attns[i] if self.skip_attention else None)
+            y, _ = self.decoder[i](y, attns[i] if self.skip_attention else None, with_cp=cp)
         out = conv3d(y.permute(0, 4, 1, 2, 3), self.output_proj).transpose(1, 2)
         return x + out
 
@@ -556,6 +572,8 @@ class VideoDenoiser(Denoiser):
     PSNR/SSIM score them per sequence (the mean over frames) and average the sequences.
     """
 
+    extra_test_cfg_keys = ('num_frames', 'frame_stride')
+
     def __init__(self, generator: dict, test_cfg: Optional[dict] = None, **kwargs) -> None:
         test_cfg = dict(test_cfg or {})
         self.num_frames = check_int(test_cfg.pop('num_frames', 7), "test_cfg['num_frames']")
@@ -566,6 +584,8 @@ class VideoDenoiser(Denoiser):
         super().__init__(generator, test_cfg=test_cfg, **kwargs)
 
     def restore(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f'VideoDenoiser restores torch.Tensor clips (B, T, C, H, W), got {type(inputs).__name__}')
         if inputs.dim() != 5:
             raise ValueError(f'VideoDenoiser restores clips (B, T, C, H, W), got {tuple(inputs.shape)}')
         return temporal_sliding_restore(super().restore, inputs, self.num_frames, self.frame_stride)

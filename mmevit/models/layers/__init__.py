@@ -6,6 +6,7 @@ from .dtm import DeformableTokenMerging, DeformConv2x2
 from .evo import (BNLinear, ConvBN, EvoAttention, LinearBN, attention_with_cls_row, blend_scores, cls_attention,
                   fuse_bn_modules, gather_tokens, representative_token, scatter_tokens, select_tokens,
                   subsample_grid)
+from .grad_checkpoint import checkpoint_call
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .pos_embed import resample_abs_pos_embed
@@ -16,4 +17,4 @@ __all__ = ['MultiheadSelfAttention', 'TransformerBlock', 'Mlp', 'PatchEmbed', 'r
            'drop_path', 'drop_path_rates', 'BNLinear', 'ConvBN', 'EvoAttention', 'LinearBN',
            'attention_with_cls_row', 'blend_scores', 'cls_attention', 'fuse_bn_modules', 'gather_tokens',
            'representative_token', 'scatter_tokens', 'select_tokens', 'subsample_grid',
-           'DeformableTokenMerging', 'DeformConv2x2', 'GlobalSelfAttention']
+           'DeformableTokenMerging', 'DeformConv2x2', 'GlobalSelfAttention', 'checkpoint_call']

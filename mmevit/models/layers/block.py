@@ -7,7 +7,8 @@ MLP blocks and SkipAt's skipped blocks, which replace the attention branch by th
 In CPU inference (eval mode, no autograd) the MLP runs as two oneDNN GEMMs with the exact GELU and the residual
 add fused into them (``fused_linear.py``): the same values, without the hidden-width intermediate written twice
 and re-read, and on this project's AMD machines much faster than MKL's sgemm for narrow (192-wide) inputs.
-``fused_linear = False`` on a block (or training, autograd, autocast) takes the plain path.
+``fused_linear = False`` on a block (or training, autograd, autocast, or a forward hook on the block's ``attn``
+or its ``mlp``, which then sees the usual values) takes the plain path.
 """
 from typing import Optional, Type
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from .drop import drop_path
-from .fused_linear import fusable, linear
+from .fused_linear import fusable, has_hooks, linear
 from .mlp import Mlp
 
 
@@ -47,7 +48,8 @@ class TransformerBlock(nn.Module):
 
     def fused_inference(self, x: torch.Tensor) -> bool:
         """Whether this call takes the fused oneDNN path (eval mode, CPU, no autograd; see the module doc)."""
-        return self.fused_linear and not self.training and fusable(x)
+        return (self.fused_linear and not self.training and fusable(x)
+                and not any(has_hooks(m) for m in (getattr(self, 'attn', self.mlp), self.mlp)))
 
     @property
     def has_attn(self) -> bool:

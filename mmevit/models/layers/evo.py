@@ -8,6 +8,7 @@ materialising the N x N matrix; ``fused_attn=False`` keeps the eager full-matrix
 their blending, sorting and selection run in float32 even under autocast: bf16 rounding reorders near-tied
 scores and flips which tokens are kept.
 """
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import torch
@@ -17,9 +18,15 @@ from torch import nn
 from .attention import MultiheadSelfAttention
 
 
+def _autocast_off(device: torch.device):
+    """Autocast disabled on ``device`` (a no-op context on devices without autocast, e.g. ``meta``)."""
+    return (torch.autocast(device_type=device.type, enabled=False) if torch.amp.is_autocast_available(device.type)
+            else nullcontext())
+
+
 def cls_attention(q_cls: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """``softmax(q_cls k^T * scale)`` of the CLS query: (B, H, 1, d) x (B, H, N, d) -> (B, H, N) in float32."""
-    with torch.autocast(device_type=q_cls.device.type, enabled=False):
+    with _autocast_off(q_cls.device):
         # k @ q^T: a matrix-vector product over k's rows (q @ k^T as a 1-row GEMM is several times slower).
         logits = (k.float() @ q_cls.float().transpose(-2, -1)).squeeze(-1) * scale
         return logits.softmax(dim=-1)
@@ -33,7 +40,7 @@ def attention_with_cls_row(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sc
     if fused:
         out = F.scaled_dot_product_attention(q, k, v)
         return out, (cls_attention(q[:, :, :1], k, scale) if need_row else None)
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with _autocast_off(q.device):
         attn = ((q.float() @ k.float().transpose(-2, -1)) * scale).softmax(dim=-1)
     out = attn.to(v.dtype) @ v
     return out, (attn[:, :, 0] if need_row else None)
@@ -101,7 +108,7 @@ def representative_token(x: torch.Tensor, scores: torch.Tensor, keep_idx: torch.
 def subsample_grid(x: torch.Tensor, hw: Tuple[int, int], stride: int = 2) -> torch.Tensor:
     """(B, H*W, ...) row-major grid -> (B, ceil(H/s)*ceil(W/s), ...): LeViT's ``x[:, ::s, ::s]``."""
     B, H, W = x.shape[0], hw[0], hw[1]
-    return x.reshape(B, H, W, *x.shape[2:])[:, ::stride, ::stride].reshape(B, -1, *x.shape[2:])
+    return x.reshape(B, H, W, *x.shape[2:])[:, ::stride, ::stride].flatten(1, 2)
 
 
 # ---------------------------------------------------------------------------------------- LeViT's BN pairs

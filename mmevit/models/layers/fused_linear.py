@@ -29,10 +29,29 @@ def _dispatch_mode_active() -> bool:
 
 def fusable(x: torch.Tensor) -> bool:
     """Whether the oneDNN kernel applies: CPU, float32/bfloat16, no autograd graph, no autocast, no dispatch
-    mode (``torch.utils.flop_counter`` counts the plain ops)."""
-    return (_OP is not None and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+    mode (``torch.utils.flop_counter`` counts the plain ops), not under ``torch.jit.trace`` (the tracer cannot
+    record the op's ``Scalar?[]`` argument; the traced graph gets the plain ops), not being traced by
+    ``torch.compile`` (inductor sees the plain ops and emits this fusion itself, weights pre-packed under
+    ``freezing``)."""
+    return (_OP is not None and not torch.compiler.is_compiling() and x.device.type == 'cpu'
+            and x.dtype in (torch.float32, torch.bfloat16)
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
-            and torch.backends.mkldnn.is_available() and not _dispatch_mode_active())
+            and torch.backends.mkldnn.is_available() and not _dispatch_mode_active() and not torch.jit.is_tracing())
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Forward (pre-)hooks on ``module`` or global ones: a fused path that bypasses the module call would
+    hide its input/output from them, so callers take the plain path instead."""
+    from torch.nn.modules import module as _m
+    return bool(module._forward_hooks or module._forward_pre_hooks or _m._global_forward_hooks
+                or _m._global_forward_pre_hooks)
+
+
+def _check_args(act: Optional[str], residual: Optional[torch.Tensor]) -> None:
+    if act not in ACTS:
+        raise ValueError(f'act must be one of {ACTS}, got {act!r}')
+    if act is not None and residual is not None:
+        raise ValueError('linear: give an activation or a residual, not both')
 
 
 def linear(x: torch.Tensor, fc: nn.Linear, act: Optional[str] = None, residual: Optional[torch.Tensor] = None,
@@ -40,18 +59,21 @@ def linear(x: torch.Tensor, fc: nn.Linear, act: Optional[str] = None, residual: 
     """``act(fc(x))`` (``act``: ``'gelu'`` = exact GELU, or None) or ``residual + fc(x)``.
 
     With ``fused`` and ``fusable(x)``, one oneDNN GEMM with the activation / residual add as its post-op;
-    otherwise ``F.linear`` then the activation / add.
+    otherwise ``fc(x)`` then the activation / add.
     """
-    return linear_fn(x, fc.weight, fc.bias, act, residual, fused)
+    _check_args(act, residual)
+    if fused and fusable(x) and not has_hooks(fc):
+        return linear_fn(x, fc.weight, fc.bias, act, residual, fused)
+    y = fc(x)  # a module call: its hooks run (e.g. the analysis tools' recorders)
+    if act == 'gelu':
+        return F.gelu(y)
+    return y if residual is None else residual + y
 
 
 def linear_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, act: Optional[str] = None,
               residual: Optional[torch.Tensor] = None, fused: bool = True) -> torch.Tensor:
     """``linear`` on a bare (out, in) weight and bias."""
-    if act not in ACTS:
-        raise ValueError(f'act must be one of {ACTS}, got {act!r}')
-    if act is not None and residual is not None:
-        raise ValueError('linear: give an activation or a residual, not both')
+    _check_args(act, residual)
     if fused and fusable(x) and weight.dtype == x.dtype and (residual is None or residual.dtype == x.dtype):
         if residual is not None:
             return _OP.binary(x, residual, weight, bias, 'add')

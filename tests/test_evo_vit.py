@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from input_cases import assert_bad_batches_refused
 from torch import nn
 
 import mmevit
@@ -761,23 +762,9 @@ def test_bad_levit_arguments_are_named(kwargs, err, match):
 
 @pytest.mark.parametrize('family', ['vit', 'levit'])
 def test_bad_inputs_are_named(family):
-    import numpy as np
     model = (tiny_vit() if family == 'vit' else tiny_levit()).eval()
-    cases = [
-        (np.zeros((1, 3, 32, 32), np.float32), TypeError, 'torch.Tensor'),
-        (torch.zeros(3, 32, 32), ValueError, '3-d tensor'),
-        (torch.zeros(1, 1, 3, 32, 32), ValueError, '5-d tensor'),
-        (torch.zeros(1, 1, 32, 32), ValueError, 'expected 3 input channels, got 1'),
-        (torch.zeros(1, 3, 0, 0), ValueError, 'smaller than'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating-point'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating-point'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.float16), TypeError, 'torch.autocast'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
-    ]
+    assert_bad_batches_refused(model)
     with torch.no_grad():
-        for x, err, match in cases:
-            with pytest.raises(err, match=match):
-                model(x)
         # An empty batch works (Evo-LeViT's attention reshapes name every size); sides that are not multiples of
         # the stride are padded (ViT: corner padding) or rounded up (LeViT: stride-2 convs), ceil(side / stride).
         channels = [VIT['embed_dims']] if family == 'vit' else LEVIT['embed_dims']

@@ -6,6 +6,7 @@ import os.path as osp
 
 import pytest
 import torch
+from input_cases import assert_bad_batches_refused
 
 import mmevit
 from mmevit.engine.convert import check_state_dict, convert_for_model
@@ -370,23 +371,9 @@ def test_bad_arguments_are_named(kwargs, err, match):
 
 
 def test_bad_inputs_are_named():
-    import numpy as np
     model = Uformer(UNIT, img_size=64, drop_path_rate=0.).eval()
-    cases = [
-        (np.zeros((1, 3, 32, 32), np.float32), TypeError, 'torch.Tensor'),
-        (torch.zeros(3, 32, 32), ValueError, '3-d tensor'),
-        (torch.zeros(1, 2, 3, 32, 32), ValueError, '5-d tensor'),
-        (torch.zeros(1, 4, 32, 32), ValueError, 'expected 3 input channels, got 4'),
-        (torch.zeros(1, 3, 0, 0), ValueError, 'smaller than'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, 'floating-point'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.int64), TypeError, 'floating-point'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.float16), TypeError, 'torch.autocast'),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16), TypeError, 'torch.autocast'),
-    ]
+    assert_bad_batches_refused(model)
     with torch.no_grad():
-        for x, err, match in cases:
-            with pytest.raises(err, match=match):
-                model(x)
         # Any size: zero-padded at the bottom/right to size_divisor, output cropped back; an empty batch works.
         for shape in ((0, 3, 32, 32), (1, 3, 1, 1), (2, 3, 17, 33)):
             assert model(torch.rand(shape)).shape == shape

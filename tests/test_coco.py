@@ -17,6 +17,7 @@ from PIL import Image
 import mmevit  # noqa: F401  (registers SkipAtViT and SimpleFeaturePyramid into mmdet)
 from mmevit.datasets import demo_coco, make_demo_data
 from mmevit.models.necks import LayerNorm2d, SimpleFeaturePyramid
+from demo_overrides import coco_demo_config
 from tools_helpers import REPO, run_tool
 
 CONFIGS = {name: osp.join(REPO, 'configs', 'coco', f'{name}_mask-rcnn_1x.py')
@@ -366,46 +367,6 @@ def test_coco_metafile_lists_every_config():
 
 
 # ----------------------------------------------------------------------------- end to end
-TINY = '''
-_base_ = {base!r}
-# The SkipAt-T config on the demo set: no pretrained download, 128-px images, narrow heads, one epoch of two
-# iterations (4 images, batch 2).
-data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(init_cfg=None),
-    neck=dict(out_channels=32),
-    rpn_head=dict(in_channels=32, feat_channels=32),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes={num_classes}),
-        mask_roi_extractor=dict(out_channels=32),
-        mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32, num_classes={num_classes})),
-    train_cfg=dict(rpn_proposal=dict(nms_pre=200, max_per_img=100), rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=100), rcnn=dict(max_per_img=20)))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1)
-default_hooks = dict(logger=dict(interval=1))
-'''
 
 
 @pytest.mark.e2e
@@ -414,8 +375,7 @@ def test_skipat_mask_rcnn_trains_and_tests_on_demo_coco(tmp_path):
     run_tool(['misc/make_demo_data.py', 'coco', data_root, '--num-train', '4', '--num-val', '2'])
     assert len(os.listdir(osp.join(data_root, 'train2017'))) == 4
     cfg = tmp_path / 'skipat_t_mask-rcnn_demo.py'
-    cfg.write_text(TINY.format(base=CONFIGS['skipat_t'], data_root=data_root, classes=demo_coco.CLASSES,
-                               num_classes=len(demo_coco.CLASSES)))
+    cfg.write_text(coco_demo_config('skipat_t_mask-rcnn_1x', data_root, 'mask-rcnn'))
     work = tmp_path / 'work'
     proc = run_tool(['train.py', str(cfg), '--work-dir', str(work), '--no-validate'], timeout=240)
     log = proc.stdout + proc.stderr

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from demo_overrides import ade_demo_config, coco_demo_config, load_tool, logged, train_and_test
 from input_cases import assert_bad_batches_refused
 from torch import nn
 
@@ -778,18 +779,6 @@ def test_bad_inputs_are_named(family):
 
 
 # ---------------------------------------------------------------------------------------------- configs, end to end
-def _tool(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'evo_test_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _logged(work) -> str:
-    return ''.join(p.read_text() for p in work.glob('*/*.log'))
-
-
 def _make_imagenet_layout(root, per_class=(4, 2)):
     """A two-class ImageNet-style folder set (train/<class>/*.JPEG, val/<class>/*.JPEG): class 'b' is brighter."""
     import numpy as np
@@ -841,114 +830,37 @@ def test_imagenet_config_trains_switches_schedule_and_tests(tmp_path, config):
     cfg.write_text(TINY_IMAGENET.format(base=osp.join(REPO, 'configs', 'imagenet', f'{config}.py'),
                                         data_root=str(tmp_path / 'imagenet')))
     work = tmp_path / 'work'
-    _tool('train').main([str(cfg), '--work-dir', str(work)])
-    log = _logged(work)
+    load_tool('train').main([str(cfg), '--work-dir', str(work)])
+    log = logged(work)
     assert 'epoch 0: layer-wise pruning, fixed trade-off' in log and 'epoch 1: stage-wise pruning' in log, log[-2000:]
     losses = [float(v) for v in re.findall(r'Epoch\(train\) +\[\d\]\[\d/\d\].*?\bloss: ([0-9.]+)', log)]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses), log[-2000:]
-    metrics = _tool('test').main([str(cfg), str(work / 'epoch_2.pth'), '--work-dir', str(tmp_path / 'test')])
+    metrics = load_tool('test').main([str(cfg), str(work / 'epoch_2.pth'), '--work-dir', str(tmp_path / 'test')])
     assert 0.0 <= metrics['accuracy/top1'] <= 100.0, metrics
-
-
-TINY_UPERNET = '''
-_base_ = {base!r}
-# The config on the ADE20K demo set: no pretrained download, 128-px crops, narrow heads, BN instead of SyncBN,
-# two iterations of batch 2.
-data_root = {data_root!r}
-crop_size = (128, 128)
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(init_cfg=None),
-    decode_head=dict(channels=32, num_classes={num_classes}, norm_cfg=norm_cfg),
-    auxiliary_head=dict(channels=16, num_classes={num_classes}, norm_cfg=norm_cfg))
-_dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=dict(classes={classes!r}), img_suffix='.jpg',
-                seg_map_suffix='.png', reduce_zero_label=True)
-train_dataloader = dict(
-    num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, **_dataset,
-                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-                           dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]))
-val_dataloader = dict(
-    num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, **_dataset,
-                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
-test_dataloader = val_dataloader
-param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=2, by_epoch=False)]
-train_cfg = dict(max_iters=2, val_interval=2)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-'''
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize('config', ['evo_vit_s_upernet', 'evo_levit_256_upernet'])
 def test_ade20k_config_trains_and_tests_on_demo_ade20k(tmp_path, config):
-    from mmevit.datasets import demo_ade, make_demo_data
+    from mmevit.datasets import make_demo_data
     data_root = str(tmp_path / 'ade')
     make_demo_data('ade20k', data_root, num_train=4, num_val=2, seed=0)
-    cfg = tmp_path / f'{config}_demo.py'
-    cfg.write_text(TINY_UPERNET.format(base=osp.join(REPO, 'configs', 'ade20k', f'{config}.py'), data_root=data_root,
-                                       classes=demo_ade.CLASSES, num_classes=len(demo_ade.CLASSES)))
-    work = tmp_path / 'work'
-    _tool('train').main([str(cfg), '--work-dir', str(work), '--no-validate'])
-    assert 'decode.loss_ce:' in _logged(work)
-    metrics = _tool('test').main([str(cfg), str(work / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test')])
+    log, metrics = train_and_test(ade_demo_config(config, data_root, 'upernet'), tmp_path, f'{config}_demo',
+                                  'iter_2.pth')
+    assert 'decode.loss_ce:' in log
     assert 0.0 <= metrics['mIoU'] <= 100.0, metrics
-
-
-TINY_RETINANET = '''
-_base_ = {base!r}
-# The config on the COCO demo set: no pretrained download, 128-px images, narrow head, one epoch of two iterations.
-data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(init_cfg=None),
-    neck=dict(out_channels=32),
-    bbox_head=dict(num_classes={num_classes}, in_channels=32, feat_channels=32, stacked_convs=1),
-    test_cfg=dict(nms_pre=200, score_thr=0.0, max_per_img=20))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1)
-default_hooks = dict(logger=dict(interval=1))
-'''
 
 
 @pytest.mark.e2e
 def test_coco_retinanet_config_trains_and_tests_on_demo_coco(tmp_path):
     import math
     import re
-    from mmevit.datasets import demo_coco, make_demo_data
+    from mmevit.datasets import make_demo_data
     data_root = str(tmp_path / 'coco')
     make_demo_data('coco', data_root, num_train=4, num_val=2, seed=0)
-    cfg = tmp_path / 'evo_vit_s_retinanet_demo.py'
-    cfg.write_text(TINY_RETINANET.format(base=osp.join(REPO, 'configs', 'coco', 'evo_vit_s_retinanet_1x.py'),
-                                         data_root=data_root, classes=demo_coco.CLASSES,
-                                         num_classes=len(demo_coco.CLASSES)))
-    work = tmp_path / 'work'
-    _tool('train').main([str(cfg), '--work-dir', str(work), '--no-validate'])
-    log = _logged(work)
+    log, metrics = train_and_test(coco_demo_config('evo_vit_s_retinanet_1x', data_root, 'retinanet'), tmp_path,
+                                  'evo_vit_s_retinanet_demo', 'epoch_1.pth')
     losses = [float(v) for v in re.findall(r'Epoch\(train\) \[1\]\[\d/2\].*?\bloss: ([0-9.]+)', log)]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses), log[-2000:]
-    metrics = _tool('test').main([str(cfg), str(work / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test')])
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50'):
         assert 0.0 <= metrics[key] <= 1.0, metrics

@@ -6,6 +6,7 @@ import os.path as osp
 
 import pytest
 import torch
+from demo_overrides import ade_demo_config, coco_demo_config, train_and_test
 from input_cases import assert_bad_batches_refused
 import torch.nn.functional as F
 
@@ -676,124 +677,6 @@ def test_offset_conv_learns_at_a_hundredth_of_the_lr():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-def _tool(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'lit_test_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY_RETINANET = '''
-_base_ = {base!r}
-# The LIT-Ti RetinaNet config on the demo set: no pretrained download, 128-px images, narrow head, one epoch of
-# two iterations (4 images, batch 2).
-data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(init_cfg=None),
-    neck=dict(out_channels=32),
-    bbox_head=dict(num_classes={num_classes}, in_channels=32, feat_channels=32, stacked_convs=1),
-    # score_thr 0: two iterations at the warm-up lr leave every score below mmdet's 0.05, and CocoMetric
-    # reports nothing for an empty result.
-    test_cfg=dict(nms_pre=200, score_thr=0.0, max_per_img=20))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1)
-default_hooks = dict(logger=dict(interval=1))
-'''
-
-TINY_MASK_RCNN = '''
-_base_ = {base!r}
-# The LIT-Ti Mask R-CNN config on the demo set: no pretrained download, 128-px images, narrow heads, one epoch of
-# two iterations (4 images, batch 2).
-data_root = {data_root!r}
-metainfo = dict(classes={classes!r})
-model = dict(
-    backbone=dict(init_cfg=None),
-    neck=dict(out_channels=32),
-    rpn_head=dict(in_channels=32, feat_channels=32),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes={num_classes}),
-        mask_roi_extractor=dict(out_channels=32),
-        mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32, num_classes={num_classes})),
-    train_cfg=dict(rpn_proposal=dict(nms_pre=200, max_per_img=100), rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=100), rcnn=dict(score_thr=0.0, max_per_img=20)))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1)
-default_hooks = dict(logger=dict(interval=1))
-'''
-
-TINY_SEM_FPN = '''
-_base_ = {base!r}
-# The LIT-Ti Semantic FPN config on the ADE20K demo set: no pretrained download, 128-px crops, narrow head, two
-# iterations of batch 2, BN instead of SyncBN.
-data_root = {data_root!r}
-crop_size = (128, 128)
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(init_cfg=None),
-    neck=dict(out_channels=32),
-    decode_head=dict(in_channels=[32] * 4, channels=32, num_classes={num_classes}, norm_cfg=norm_cfg))
-_dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=dict(classes={classes!r}), img_suffix='.jpg',
-                seg_map_suffix='.png', reduce_zero_label=True)
-train_dataloader = dict(
-    num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, **_dataset,
-                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-                           dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]))
-val_dataloader = dict(
-    num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, **_dataset,
-                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
-test_dataloader = val_dataloader
-param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=2, by_epoch=False)]
-train_cfg = dict(max_iters=2, val_interval=2)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-'''
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize('detector', ['retinanet', 'mask-rcnn'])
 def test_lit_ti_detector_trains_and_tests_on_demo_coco(tmp_path, detector):
@@ -802,21 +685,15 @@ def test_lit_ti_detector_trains_and_tests_on_demo_coco(tmp_path, detector):
     second interpreter start-up)."""
     import math
     import re
-    from mmevit.datasets import demo_coco, make_demo_data
+    from mmevit.datasets import make_demo_data
     data_root = str(tmp_path / 'coco')
     make_demo_data('coco', data_root, num_train=4, num_val=2, seed=0)
-    cfg = tmp_path / f'lit_ti_{detector}_demo.py'
-    tiny = TINY_RETINANET if detector == 'retinanet' else TINY_MASK_RCNN
-    cfg.write_text(tiny.format(base=osp.join(REPO, 'configs', 'coco', f'lit_ti_{detector}_1x.py'),
-                               data_root=data_root, classes=demo_coco.CLASSES, num_classes=len(demo_coco.CLASSES)))
-    work = tmp_path / 'work'
-    _tool('train').main([str(cfg), '--work-dir', str(work), '--no-validate'])
-    log = ''.join(p.read_text() for p in work.glob('*/*.log'))
+    log, metrics = train_and_test(coco_demo_config(f'lit_ti_{detector}_1x', data_root, detector), tmp_path,
+                                  f'lit_ti_{detector}_demo', 'epoch_1.pth')
     losses = [float(v) for v in re.findall(r'Epoch\(train\) \[1\]\[\d/2\].*?\bloss: ([0-9.]+)', log)]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses), log[-2000:]
     keys = ('loss_cls', 'loss_bbox') if detector == 'retinanet' else ('loss_rpn_cls', 'loss_cls', 'loss_mask')
     assert all(k + ':' in log for k in keys), log[-2000:]
-    metrics = _tool('test').main([str(cfg), str(work / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test')])
     keys = ('coco/bbox_mAP', 'coco/bbox_mAP_50') + (('coco/segm_mAP',) if detector == 'mask-rcnn' else ())
     for key in keys:
         assert 0.0 <= metrics[key] <= 1.0, metrics
@@ -826,17 +703,12 @@ def test_lit_ti_detector_trains_and_tests_on_demo_coco(tmp_path, detector):
 def test_lit_ti_semantic_fpn_trains_and_tests_on_demo_ade20k(tmp_path):
     """tools/train.py trains the LIT-Ti Semantic FPN config two iterations on the ADE20K demo set; tools/test.py
     reports mIoU for the checkpoint."""
-    from mmevit.datasets import demo_ade, make_demo_data
+    from mmevit.datasets import make_demo_data
     data_root = str(tmp_path / 'ade')
     make_demo_data('ade20k', data_root, num_train=4, num_val=2, seed=0)
-    cfg = tmp_path / 'lit_ti_fpn_demo.py'
-    cfg.write_text(TINY_SEM_FPN.format(base=osp.join(REPO, 'configs', 'ade20k', 'lit_ti_fpn.py'),
-                                       data_root=data_root, classes=demo_ade.CLASSES,
-                                       num_classes=len(demo_ade.CLASSES)))
-    work = tmp_path / 'work'
-    _tool('train').main([str(cfg), '--work-dir', str(work), '--no-validate'])
-    assert (work / 'iter_2.pth').is_file()
-    metrics = _tool('test').main([str(cfg), str(work / 'iter_2.pth'), '--work-dir', str(tmp_path / 'test')])
+    log, metrics = train_and_test(ade_demo_config('lit_ti_fpn', data_root, 'fpn'), tmp_path, 'lit_ti_fpn_demo',
+                                  'iter_2.pth')
+    assert 'decode.loss_ce:' in log
     assert 0.0 <= metrics['mIoU'] <= 100.0, metrics
 
 

@@ -27,7 +27,7 @@ class OfficialUformerOps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, sd = self.arch, self.sd
-        C, depths, heads, win = a['embed_dim'], a['depths'], a['num_heads'], a.get('win_size', 8)
+        depths, heads, win = a['depths'], a['num_heads'], a.get('win_size', 8)
         img = a['img_size']
         y = F.leaky_relu(F.conv2d(x, sd['input_proj.proj.0.weight'], sd['input_proj.proj.0.bias'], padding=1))
         y = y.flatten(2).transpose(1, 2).contiguous()

@@ -43,7 +43,6 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import PatchEmbed, TransformerBlock, checkpoint_call, drop_path_rates, resample_abs_pos_embed
 from ..layers.dtm import DTM_IMPLS, DeformableTokenMerging
-from ..layers.fused_linear import fusable, linear
 from ..layers.rel_pos import GlobalSelfAttention, resize_rel_pos_table
 from .base import (BaseBackbone, check_bool, check_frozen_stages, check_image_batch, check_img_size, check_indices,
                    check_int, check_rate, check_width, freeze, tokens_to_nchw)

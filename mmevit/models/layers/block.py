@@ -6,7 +6,8 @@ MLP blocks and SkipAt's skipped blocks, which replace the attention branch by th
 
 In CPU inference (eval mode, no autograd) the MLP runs as two oneDNN GEMMs with the exact GELU and the residual
 add fused into them (``fused_linear.py``): the same values, without the hidden-width intermediate written twice
-and re-read, and on this project's AMD machines much faster than MKL's sgemm for narrow (192-wide) inputs.
+and re-read; on AMD EPYC machines also much faster than MKL's sgemm for narrow (192-wide) inputs (about even with
+it on Intel Xeon).
 ``fused_linear = False`` on a block (or training, autograd, autocast, or a forward hook on the block's ``attn``
 or its ``mlp``, which then sees the usual values) takes the plain path.
 """

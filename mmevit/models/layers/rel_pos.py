@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadSelfAttention
-from .fused_linear import linear
 
 
 def table_shape(grid: Tuple[int, int]) -> Tuple[int, int]:

@@ -32,6 +32,24 @@ class BaseBackbone(BaseModule):
     """
 
     head_prefixes: Tuple[str, ...] = DEFAULT_HEAD_PREFIXES
+    # Named variants (lower-case aliases -> arch dict), the keys a custom arch dict must have, and the ones it may.
+    arch_zoo: Dict[str, dict] = {}
+    essential_keys: frozenset = frozenset()
+    optional_keys: frozenset = frozenset()
+
+    def lookup_arch(self, arch: Union[str, Mapping]) -> dict:
+        """``arch`` as a new dict (lists copied): a name from ``arch_zoo`` (any case), or a custom dict with every
+        ``essential_keys`` entry and nothing outside ``essential_keys | optional_keys``. The family checks the
+        values."""
+        if isinstance(arch, str):
+            if arch.lower() not in self.arch_zoo:
+                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
+            arch = self.arch_zoo[arch.lower()]
+        elif not isinstance(arch, Mapping) or not set(self.essential_keys) <= set(arch):
+            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
+        else:
+            check_arch_keys(arch, set(self.essential_keys) | set(self.optional_keys))
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in arch.items()}
 
     # ------------------------------------------------------------------ checkpoints
     def convert_state_dict(self, state_dict: StateDict) -> Tuple[StateDict, List[str]]:
@@ -168,6 +186,16 @@ def check_frozen_stages(value, num: int, what: str = 'stages') -> int:
         raise ValueError(f'frozen_stages must be an int in [-1, {num}] (-1: none, {num}: all {what}), got '
                          f'{value!r}')
     return int(value)
+
+
+def check_vit_arch(arch: dict) -> dict:
+    """A plain ViT arch (``embed_dims, num_layers, num_heads, feedforward_channels``): positive ints, heads
+    dividing the width."""
+    for key in ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'):
+        check_int(arch[key], f'arch[{key!r}]')
+    if arch['embed_dims'] % arch['num_heads']:
+        raise ValueError(f"embed_dims {arch['embed_dims']} is not divisible by num_heads {arch['num_heads']}")
+    return arch
 
 
 def check_arch_keys(arch: Mapping, known: Iterable[str]) -> None:

@@ -215,6 +215,7 @@ class EvoLeViT(BaseBackbone):
                                                        num_heads=[6, 9, 12], depths=[4, 4, 4], drop_path_rate=0.1)),
     }
     essential_keys = {'embed_dims', 'key_dim', 'num_heads', 'depths'}
+    optional_keys = {'drop_path_rate'}
     OUT_TYPES = ('featmap', 'avg_featmap')
     head_prefixes = ('head.', 'head_dist.', 'head_cls.', 'head_cls_dist.')
 
@@ -313,15 +314,8 @@ class EvoLeViT(BaseBackbone):
         if isinstance(arch, int) and not isinstance(arch, bool):  # arch=256 (e.g. from a command-line spec)
             arch = str(arch)
         if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
-            return dict(self.arch_zoo[key])
-        if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
-            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
-        unknown = set(arch) - self.essential_keys - {'drop_path_rate'}
-        if unknown:
-            raise ValueError(f'unknown arch keys {sorted(unknown)}')
+            return self.lookup_arch(arch)
+        arch = self.lookup_arch(arch)
         check_int(arch['key_dim'], "arch['key_dim']")
         for key in ('embed_dims', 'num_heads', 'depths'):
             v = arch[key]

@@ -39,8 +39,9 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (EvoAttention, PatchEmbed, TransformerBlock, blend_scores, checkpoint_call, drop_path_rates,
                       gather_tokens, resample_abs_pos_embed, scatter_tokens, select_tokens)
-from .base import (DEFAULT_HEAD_PREFIXES, BaseBackbone, check_arch_keys, check_bool, check_frozen_stages,
-                   check_image_batch, check_img_size, check_indices, check_int, check_number, check_rate, freeze,
+from .base import (DEFAULT_HEAD_PREFIXES, BaseBackbone, check_bool, check_frozen_stages,
+                   check_image_batch, check_img_size, check_indices, check_int, check_number, check_rate,
+                   check_vit_arch, freeze,
                    map_head)
 
 # The official DeiT schedule (12 layers): full tokens in layers 0-3, then stages [4-7] and [8-11] keeping half.
@@ -194,19 +195,7 @@ class EvoViT(BaseBackbone):
 
     # ------------------------------------------------------------------ construction helpers
     def _resolve_arch(self, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
-            return dict(self.arch_zoo[key])
-        if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
-            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
-        check_arch_keys(arch, self.essential_keys)
-        for key in sorted(self.essential_keys):
-            check_int(arch[key], f'arch[{key!r}]')
-        if arch['embed_dims'] % arch['num_heads']:
-            raise ValueError(f"embed_dims {arch['embed_dims']} is not divisible by num_heads {arch['num_heads']}")
-        return dict(arch)
+        return check_vit_arch(self.lookup_arch(arch))
 
     def _resolve_selection_layers(self, layers: Optional[Sequence[int]]) -> Tuple[int, ...]:
         depth = self.num_layers

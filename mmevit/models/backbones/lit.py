@@ -273,17 +273,7 @@ class LIT(BaseBackbone):
 
     # ------------------------------------------------------------------ construction helpers
     def _resolve_arch(self, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
-            arch = self.arch_zoo[key]
-        elif not isinstance(arch, Mapping) or not self.essential_keys <= set(arch):
-            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
-        unknown = set(arch) - self.essential_keys - self.optional_keys
-        if unknown:
-            raise ValueError(f'unknown arch keys {sorted(unknown)} (known: '
-                             f'{sorted(self.essential_keys | self.optional_keys)})')
+        arch = self.lookup_arch(arch)
         out = {}
         for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios'):
             value = arch[key]

@@ -33,7 +33,8 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, checkpoint_call,
                       drop_path_rates, resample_abs_pos_embed)
-from .base import BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, freeze
+from .base import (BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, check_vit_arch,
+                   freeze)
 
 # The paper's skipped blocks: 4-9 in 1-based counting.
 DEFAULT_SKIP_INDICES = (3, 4, 5, 6, 7, 8)
@@ -206,18 +207,7 @@ class SkipAtViT(BaseBackbone):
 
     # ------------------------------------------------------------------ construction helpers
     def _resolve_arch(self, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
-            return dict(self.arch_zoo[key])
-        if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
-            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
-        for key in sorted(self.essential_keys):
-            check_int(arch[key], f'arch[{key!r}]')
-        if arch['embed_dims'] % arch['num_heads']:
-            raise ValueError(f"embed_dims {arch['embed_dims']} is not divisible by num_heads {arch['num_heads']}")
-        return dict(arch)
+        return check_vit_arch(self.lookup_arch(arch))
 
     @staticmethod
     def _resolve_skip_indices(skip_indices: Optional[Sequence[int]], depth: int) -> Tuple[int, ...]:

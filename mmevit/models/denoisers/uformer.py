@@ -54,7 +54,7 @@ from torch import nn
 
 from ...official import check_kwargs, load_converted, norm_eps, register_official
 from ...registry import MODELS
-from ..backbones.base import (BaseBackbone, check_arch_keys, check_bool, check_image_batch, check_int, check_number,
+from ..backbones.base import (BaseBackbone, check_bool, check_image_batch, check_int, check_number,
                               check_rate, check_width)
 from ..checkpoint import StateDict
 from ..layers import SkipAtPhi, checkpoint_call, drop_path
@@ -657,13 +657,8 @@ class Uformer(BaseBackbone):
     # ------------------------------------------------------------------ construction helpers
     def _resolve_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
-            return {k: (list(v) if isinstance(v, list) else v) for k, v in self.arch_zoo[key].items()}
-        if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
-            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
-        check_arch_keys(arch, self.essential_keys)
+            return self.lookup_arch(arch)
+        arch = self.lookup_arch(arch)
         C = check_int(arch['embed_dims'], "arch['embed_dims']")
         out = dict(arch, embed_dims=C)
         for key in ('depths', 'num_heads'):

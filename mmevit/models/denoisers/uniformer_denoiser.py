@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...registry import MODELS
-from ..backbones.base import (BaseBackbone, check_arch_keys, check_bool, check_clip_batch, check_int, check_number,
+from ..backbones.base import (BaseBackbone, check_bool, check_clip_batch, check_int, check_number,
                               check_rate, check_width)
 from ..checkpoint import StateDict
 from ..layers import checkpoint_call, drop_path
@@ -349,6 +349,7 @@ class UniFormerDenoiser(BaseBackbone):
                                              mlp_ratio=2.)),
     }
     essential_keys = {'embed_dims', 'depths', 'num_heads'}
+    optional_keys = {'mlp_ratio'}
     head_prefixes = ()
 
     def __init__(self,
@@ -426,12 +427,8 @@ class UniFormerDenoiser(BaseBackbone):
 
     def _resolve_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
-            if arch.lower() not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not in default archs {sorted(set(self.arch_zoo))}')
-            return {k: (list(v) if isinstance(v, list) else v) for k, v in self.arch_zoo[arch.lower()].items()}
-        if not isinstance(arch, dict) or not self.essential_keys <= set(arch):
-            raise ValueError(f'a custom arch needs a dict with keys {sorted(self.essential_keys)}, got {arch!r}')
-        check_arch_keys(arch, self.essential_keys | {'mlp_ratio'})
+            return self.lookup_arch(arch)
+        arch = self.lookup_arch(arch)
         C = check_int(arch['embed_dims'], "arch['embed_dims']")
         for key in ('depths', 'num_heads'):
             if isinstance(arch[key], (str, bytes)) or not isinstance(arch[key], Sequence):

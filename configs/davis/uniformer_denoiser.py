@@ -13,9 +13,7 @@
 # - Schedule (not given by the paper; ours): AdamW lr 2e-4 (betas 0.9/0.999, weight decay 0.02), 2k-iteration
 #   linear warm-up, cosine to 1e-6 over 300k iterations of batch 16, mixed precision.
 # Recipe: 4 GPUs x 4 images (batch 16), 300k iterations, 128x128 crops.
-_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
-default_scope = 'mmevit'
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+_base_ = ['../_base_/restoration_runtime.py']  # scope, loops, hooks (PSNR-best checkpoints, RNGStateHook)
 
 sigma = 30
 clip_len = 7
@@ -70,21 +68,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=False, begin=warmup_iters, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=20_000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=20_000, max_keep_ckpts=3,
-                    save_best='PSNR', rule='greater'),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=20_000))

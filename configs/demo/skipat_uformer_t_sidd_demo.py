@@ -6,9 +6,7 @@
 # - AdamW at 1e-3 (5x the recipe: the schedule is 2,500x shorter), 20 warm-up iterations, cosine to 1e-5, fp32;
 # - validation once at the end on the 24 held-out 64x64 blocks (other photographs than the training ones), with
 #   the PSNR/SSIM of the noisy input next to the restored one (prefix 'noisy').
-_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
-default_scope = 'mmevit'
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+_base_ = ['../_base_/restoration_runtime.py']  # scope, loops, hooks (PSNR-best checkpoints, RNGStateHook)
 
 # What tools/demo.py (`bash tools/run_demo.sh sidd`) does with this config: make the demo data in
 # data_root, train, and pass if the restored held-out PSNR beats the noisy input's by >= min_gain dB.
@@ -55,19 +53,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=warmup_iters, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0)
+default_hooks = dict(logger=dict(interval=25), checkpoint=dict(interval=max_iters, max_keep_ckpts=1, save_best=None,
+                                                                rule=None))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))

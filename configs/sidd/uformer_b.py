@@ -12,9 +12,7 @@
 #   an epoch); the official warm-up steps once per epoch, this one per iteration. Mixed precision, as the
 #   official torch.cuda.amp training (tools/train.py falls back to bfloat16 on CPUs).
 # Recipe: 1 GPUs x 32 images (batch 32), 750k iterations, 128x128 crops.
-_base_ = ['../_base_/rng_state.py']  # custom_hooks: RNGStateHook (exact --resume)
-default_scope = 'mmevit'
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+_base_ = ['../_base_/restoration_runtime.py']  # scope, loops, hooks (PSNR-best checkpoints, RNGStateHook)
 
 iters_per_epoch = 3000  # 96,000 training pairs / batch 32
 max_iters = 250 * iters_per_epoch
@@ -66,22 +64,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=False, begin=warmup_iters, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10 * iters_per_epoch)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 auto_scale_lr = dict(enable=False, base_batch_size=32)
 
 # ----------------------------------------------------------------------------- runtime
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5 * iters_per_epoch, max_keep_ckpts=3,
-                    save_best='PSNR', rule='greater'),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=5 * iters_per_epoch))

@@ -15,12 +15,8 @@
 # checkpoints/EvoLeViT_256.pth; init_cfg converts it (the duplicated stage_blocks.* copy and the heads dropped).
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
-    '../_base_/datasets/ade20k.py',  # mmseg's, with LoadSegAnnotations
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py',
-    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
+    '../_base_/ade20k_160k.py',  # dataset, runtime, AdamW + poly schedule, batch 16, RNGStateHook
 ]
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -52,15 +48,3 @@ optim_wrapper = dict(
             'cls_token': dict(decay_mult=0.),
             'learn_tradeoff': dict(decay_mult=0.)
         }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
-
-# Total batch 16 = 8 GPUs x 2 images; lr 6e-5 is for that batch. NOT rescaled by default: on fewer GPUs use
-# `tools/train.py CONFIG --auto-scale-lr` (lr x real batch / 16) or keep the batch with
-# `--cfg-options optim_wrapper.accumulative_counts=K` (K x GPUs x 2 = 16).
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -8,12 +8,8 @@
 # The backbone is SkipAtViT; its plain-ViT baseline is vit_s_upernet.py (same class, skip_indices=()).
 _base_ = [
     'mmseg::_base_/models/upernet_vit-b16_ln_mln.py',
-    '../_base_/datasets/ade20k.py',  # mmseg's, with LoadSegAnnotations
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py',
-    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
+    '../_base_/ade20k_160k.py',  # dataset, runtime, AdamW + poly schedule, batch 16, RNGStateHook
 ]
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 embed_dims = 384
@@ -44,27 +40,3 @@ model = dict(
     neck=dict(in_channels=[embed_dims] * 4, out_channels=embed_dims, scales=[4, 2, 1, 0.5]),
     decode_head=dict(in_channels=[embed_dims] * 4, num_classes=150),
     auxiliary_head=dict(in_channels=embed_dims, num_classes=150))
-
-# AdamW, no weight decay for position embedding, cls token and every norm layer (mmseg's ViT recipe).
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(
-        custom_keys={
-            'pos_embed': dict(decay_mult=0.),
-            'cls_token': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.)
-        }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
-
-# Total batch 16 = 8 GPUs x 2 images; lr 6e-5 is for that batch. As in mmdet, the lr is NOT rescaled by default
-# (a run on fewer GPUs trains at the recipe's lr with a smaller batch): `tools/train.py --auto-scale-lr` scales it
-# by (real total batch) / base_batch_size.
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
-auto_scale_lr = dict(enable=False, base_batch_size=16)

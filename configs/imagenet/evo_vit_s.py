@@ -17,13 +17,7 @@
 # Weights: the official checkpoints are on Google Drive (links in github.com/YifanXu74/Evo-ViT); download by hand,
 # then `python tools/model_converters/convert.py evo_deit_small_patch16_224.pth evo_vit_s_3rdparty_in1k.pth
 # --config configs/imagenet/evo_vit_s.py` (or pass the downloaded file to tools/test.py directly).
-_base_ = [
-    'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
-    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
-    'mmpretrain::_base_/default_runtime.py',
-    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
-]
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+_base_ = ['../_base_/imagenet_deit_300e.py']  # data, runtime, DeiT schedule (batch 1024), RNGStateHook
 
 embed_dims = 384
 # mmpretrain's ClsDataPreprocessor (the base file's settings) + NaN/Inf check in training.
@@ -54,29 +48,3 @@ model = dict(
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )
 custom_hooks = [*_base_.custom_hooks, dict(type='mmevit.EvoViTScheduleHook', switch_epoch=200)]  # + RNGStateHook
-
-# Total batch 1024 = 8 GPUs x 128 images; the lr is for that batch.
-train_dataloader = dict(
-    batch_size=128,
-    sampler=dict(_delete_=True, type='RepeatAugSampler', shuffle=True, num_repeats=3))
-
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=5e-4 * 1024 / 512, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.cls_token': dict(decay_mult=0.0),
-            '.pos_embed': dict(decay_mult=0.0)
-        }),
-    clip_grad=dict(max_norm=5.0),
-)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300, convert_to_iter_based=True),
-]
-train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
-auto_scale_lr = dict(enable=False, base_batch_size=1024)

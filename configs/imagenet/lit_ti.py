@@ -10,13 +10,7 @@
 # 56/28/14/7 stage grids of a 224 input.
 # The official checkpoint (lit_ti.pth; see lit_metafile.yml) loads through tools/test.py, which converts it
 # (`patch_embed<s>`/`pos_embed<s>`/`block<s>` renamed to this model's `layers.<i>`, `head.*` to `head.fc.*`).
-_base_ = [
-    'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
-    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
-    'mmpretrain::_base_/default_runtime.py',
-    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
-]
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
+_base_ = ['../_base_/imagenet_deit_300e.py']  # data, runtime, DeiT schedule (batch 1024), RNGStateHook
 
 # mmpretrain's ClsDataPreprocessor (the base file's settings) + NaN/Inf check in training.
 data_preprocessor = dict(type='FiniteClsDataPreprocessor')
@@ -43,32 +37,13 @@ model = dict(
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )
 
-# Total batch 1024 = 8 GPUs x 128 images; the lr is for that batch. As in mmdet, it is NOT rescaled by default:
-# `tools/train.py --auto-scale-lr` scales it by (real total batch) / base_batch_size.
-train_dataloader = dict(
-    batch_size=128,
-    sampler=dict(_delete_=True, type='RepeatAugSampler', shuffle=True, num_repeats=3))
 val_dataloader = dict(batch_size=64)
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=5e-4 * 1024 / 512, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.cls_token': dict(decay_mult=0.0),
-            '.pos_embed': dict(decay_mult=0.0),
-            '.conv_offset': dict(lr_mult=0.01),
-            '.conv_offset.bias': dict(lr_mult=0.01, decay_mult=0.0),
-        }),
+    paramwise_cfg=dict(custom_keys={
+        '.conv_offset': dict(lr_mult=0.01),
+        '.conv_offset.bias': dict(lr_mult=0.01, decay_mult=0.0),
+    }),
+    clip_grad=None,  # the official LIT-Ti recipe does not clip
 )
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300, convert_to_iter_based=True),
-]
-train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
-auto_scale_lr = dict(enable=False, base_batch_size=1024)

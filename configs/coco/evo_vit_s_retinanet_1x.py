@@ -17,11 +17,8 @@
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
-    '../_base_/rng_state.py',  # custom_hooks: RNGStateHook (exact --resume)
+    '../_base_/coco_vitdet_1x.py',  # 1x schedule, ViTDet AdamW with layer-wise lr decay, RNGStateHook
 ]
-custom_imports = dict(imports=['mmevit'], allow_failed_imports=False)
 
 embed_dims = 384
 model = dict(
@@ -46,23 +43,9 @@ model = dict(
         num_outs=5,
         norm_cfg=dict(type='LN2d', eps=1e-6)))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    constructor='BackboneLayerDecayOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
-    paramwise_cfg=dict(
-        layer_decay_rate=0.7,
-        norm_decay_mult=0.,
-        custom_keys={
-            'pos_embed': dict(decay_mult=0.),
-            'cls_token': dict(decay_mult=0.)
-        }))
-
 # Total batch 16 = 8 GPUs x 2 images; lr 1e-4 is for that batch. NOT rescaled by default: on fewer GPUs use
 # `tools/train.py CONFIG --auto-scale-lr` or `--cfg-options optim_wrapper.accumulative_counts=K`.
 # CheckedCocoDataset: mmdet's CocoDataset whose annotation errors name the file (mmevit/datasets/coco.py).
 train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedCocoDataset'))
 val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
 test_dataloader = val_dataloader
-auto_scale_lr = dict(enable=False, base_batch_size=16)

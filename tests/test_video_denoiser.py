@@ -491,3 +491,18 @@ def test_demo_config_trains_tests_and_denoises_videos(tmp_path):
     res = denoise([config, ckpt, video, '--out-dir', str(out), '--strip-frames', '2'])[video]
     assert res['frames'] == 10 and (out / 'clip_00009.png').is_file() and 'psnr_in' not in res
     assert cv2.imread(res['compare']).shape == (2 * 96, 2 * 128, 3)
+
+
+@pytest.mark.parametrize('skip_attention', [False, True])
+def test_torch_compile_traces_the_plain_ops(skip_attention):
+    """Under torch.compile the network takes the aten convolution (not the direct oneDNN call of CPU inference),
+    so dynamo can trace it; the compiled model matches eager."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = tiny(skip_attention=skip_attention).eval()
+    x = torch.rand(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        out = torch.compile(model, backend='eager', fullgraph=False)(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -78,7 +78,7 @@ OFFICIAL_ROWS = (('skipat-t', 224, 16, 1.2), ('skipat-s', 224, 8, 1.2), ('skipat
                  ('skipat-s', 512, 1, 1.4), ('lit-ti', 224, 8, 1.3), ('lit-s', 224, 8, 1.3),
                  ('uformer-t', 256, 1, 1.5))
 COMPILE_ROWS = (('skipat-t', 224, 4), ('skipat-s', 512, 1), ('evo-vit-s', 224, 4), ('lit-ti', 224, 4),
-                ('uformer-t', 256, 1))
+                ('uformer-t', 256, 1), ('skipat-uniformer-video-s', 128, 1))
 
 
 def machine() -> str:

@@ -79,7 +79,8 @@ def conv3d(x: torch.Tensor, layer: nn.Conv3d) -> torch.Tensor:
     kernel there (measured 10x slower for 24 -> 3 channels on a 7x64x64 clip), though not under autograd."""
     if (_ONEDNN_CONV and x.device.type == 'cpu' and x.dtype == layer.weight.dtype == torch.float32
             and not torch.is_grad_enabled() and layer.padding_mode == 'zeros' and isinstance(layer.padding, tuple)
-            and not torch._C._len_torch_dispatch_stack()):  # flop counters and other modes see the aten conv
+            and not torch._C._len_torch_dispatch_stack()  # flop counters and other modes see the aten conv
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):  # so do compile and tracing
         return torch.mkldnn_convolution(x.contiguous(), layer.weight, layer.bias, layer.padding, layer.stride,
                                         layer.dilation, layer.groups)
     return layer(x)

@@ -1,9 +1,10 @@
 """Shrink a shipped ADE20K / COCO config to the demo data sets of ``make_demo_data`` (no pretrained download,
 128-px images, narrow heads, two iterations of batch 2), and run it through ``tools/train.py`` then
 ``tools/test.py`` in-process: the end-to-end checks of every family's dense configs."""
-import importlib.util
 import os.path as osp
-from typing import Tuple
+from typing import List, Tuple
+
+from tools_helpers import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -101,14 +102,6 @@ def ade_demo_config(config: str, data_root: str, head: str) -> str:
                        classes=demo_ade.CLASSES, heads=_ADE_HEADS[head].format(num_classes=len(demo_ade.CLASSES)))
 
 
-def load_tool(name: str):
-    """``tools/<name>.py`` as a module (``main(argv)`` runs it in-process)."""
-    spec = importlib.util.spec_from_file_location(f'mmevit_test_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def logged(work) -> str:
     return ''.join(p.read_text() for p in work.glob('*/*.log'))
 
@@ -121,3 +114,14 @@ def train_and_test(cfg_text: str, tmp_path, name: str, checkpoint: str) -> Tuple
     load_tool('train').main([str(cfg), '--work-dir', str(work), '--no-validate'])
     metrics = load_tool('test').main([str(cfg), str(work / checkpoint), '--work-dir', str(tmp_path / 'test')])
     return logged(work), metrics
+
+
+def restoration_demo_options(data_root: str, batch_size: int, iters: int) -> List[str]:
+    """``--cfg-options`` that run a restoration demo config on ``data_root`` for ``iters`` iterations (half of
+    them warm-up), validating and saving once at the end."""
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+            f'val_dataloader.dataset.data_root={data_root}', f'test_dataloader.dataset.data_root={data_root}',
+            f'train_dataloader.batch_size={batch_size}', f'train_cfg.max_iters={iters}',
+            f'train_cfg.val_interval={iters}', f'param_scheduler.0.end={iters // 2}',
+            f'param_scheduler.1.begin={iters // 2}', f'param_scheduler.1.end={iters}',
+            f'default_hooks.checkpoint.interval={iters}']

@@ -1,6 +1,5 @@
 """Layer-correlation analysis (mmevit/analysis/correlation.py, tools/analysis/layer_correlation.py) and the
 SkipAt retrofit of pretrained ViTs (mmevit/analysis/retrofit.py, tools/model_converters/vit2skipat.py)."""
-import importlib.util
 import itertools
 import json
 import os.path as osp
@@ -16,16 +15,9 @@ from mmevit.engine.convert import CheckpointMismatchError, build_from_spec
 from mmevit.models.backbones.skipat_vit import SkipAtViT
 from mmevit.models.layers import SkipAtPhi
 
-from conftest import REPO
+from tools_helpers import load_tool
 
 TINY = dict(embed_dims=16, num_layers=4, num_heads=2, feedforward_channels=32)
-
-
-def _tool(path: str):
-    spec = importlib.util.spec_from_file_location(osp.basename(path)[:-3], osp.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _vit(skip=(), seed=0, **kw) -> SkipAtViT:
@@ -218,7 +210,7 @@ def _cls_setup(tmp_path, skip=(3, 4, 5, 6, 7, 8)):
 
 
 def test_layer_correlation_tool_writes_heatmaps_and_json(tmp_path, capsys):
-    tool = _tool('tools/analysis/layer_correlation.py')
+    tool = load_tool('analysis/layer_correlation')
     config, ckpt = _cls_setup(tmp_path, skip=())
     out = tmp_path / 'out'
     assert tool.main([config, ckpt, '--dataset', '--num-images', '6', '--batch-size', '4',
@@ -240,7 +232,7 @@ def test_layer_correlation_tool_writes_heatmaps_and_json(tmp_path, capsys):
 
 
 def test_layer_correlation_tool_on_an_image_folder_with_skipped_blocks(tmp_path, capsys):
-    tool = _tool('tools/analysis/layer_correlation.py')
+    tool = load_tool('analysis/layer_correlation')
     config, ckpt = _cls_setup(tmp_path)
     out = tmp_path / 'out'
     assert tool.main([config, ckpt, '--images', str(tmp_path / 'cls' / 'val'), '--num-images', '5',
@@ -355,7 +347,7 @@ def test_retrofit_default_init_is_seeded():
 
 
 def test_vit2skipat_cli(tmp_path, fixtures_dir, capsys):
-    tool = _tool('tools/model_converters/vit2skipat.py')
+    tool = load_tool('model_converters/vit2skipat')
     _, vit_state, _ = _official_vit(fixtures_dir)
     src, dst = str(tmp_path / 'vit-t.t7'), str(tmp_path / 'skipat.pth')
     torch.save({'model': vit_state}, src)

@@ -23,6 +23,8 @@ from mmevit.evaluation import PSNR, SSIM, psnr, ssim
 from mmevit.models.denoisers.denoiser import Denoiser, RestorationDataPreprocessor, _tile_starts
 from mmevit.models.denoisers.losses import CharbonnierLoss
 from mmevit.registry import DATASETS, METRICS, MODELS, TRANSFORMS
+from demo_overrides import restoration_demo_options
+from tools_helpers import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PHOTOS = ('astronaut', 'coffee', 'chelsea')
@@ -335,14 +337,6 @@ def test_sidd_crops_tool(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-def _tool(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'mmevit_tool_{osp.basename(name)[:-3]}', osp.join(REPO, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.e2e
 def test_demo_config_trains_tests_and_denoises(tmp_path):
     """The SIDD demo config through tools/train.py, tools/test.py and tools/denoise.py (in process, 4 iterations)."""
@@ -351,20 +345,16 @@ def test_demo_config_trains_tests_and_denoises(tmp_path):
     make_demo_data('sidd', str(data), num_train=8, num_val=2)
     config = osp.join(REPO, 'configs', 'demo', 'skipat_uformer_t_sidd_demo.py')
     work = tmp_path / 'work'
-    options = ['--cfg-options', f'train_dataloader.dataset.data_root={data}',
-               f'val_dataloader.dataset.data_root={data}', f'test_dataloader.dataset.data_root={data}',
-               'train_dataloader.batch_size=2', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
-               'param_scheduler.0.end=2', 'param_scheduler.1.begin=2', 'param_scheduler.1.end=4',
-               'default_hooks.checkpoint.interval=4']
-    _tool('tools/train.py').main([config, '--work-dir', str(work), *options])
+    options = restoration_demo_options(str(data), 2, 4)
+    load_tool('train').main([config, '--work-dir', str(work), *options])
     ckpt = str(work / 'iter_4.pth')
-    metrics = _tool('tools/test.py').main([config, ckpt, '--work-dir', str(tmp_path / 'test'), *options])
+    metrics = load_tool('test').main([config, ckpt, '--work-dir', str(tmp_path / 'test'), *options])
     assert set(metrics) == {'PSNR', 'SSIM', 'noisy/PSNR', 'noisy/SSIM'}
     noisy = [psnr(cv2.imread(str(data / 'val' / 'input' / f)), cv2.imread(str(data / 'val' / 'groundtruth' / f)))
              for f in ('00000.png', '00001.png')]
     assert metrics['noisy/PSNR'] == pytest.approx(np.mean(noisy), abs=1e-6)
     out = tmp_path / 'denoised'
-    results = _tool('tools/denoise.py').main([config, ckpt, str(data / 'val' / 'input'), '--gt',
+    results = load_tool('denoise').main([config, ckpt, str(data / 'val' / 'input'), '--gt',
                                               str(data / 'val' / 'groundtruth'), '--out-dir', str(out)])
     assert len(results) == 2
     first = results[str(data / 'val' / 'input' / '00000.png')]

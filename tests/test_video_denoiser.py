@@ -9,6 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from mmevit.models.denoisers.uniformer_denoiser import (UniFormerDenoiser, VideoDenoiser, temporal_sliding_restore,
                                                         temporal_windows, window_partition_3d, window_reverse_3d)
 
+from demo_overrides import restoration_demo_options
+from tools_helpers import load_tool
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = dict(embed_dims=8, depths=[1, 1, 2, 1], num_heads=[1, 2, 4], mlp_ratio=2.)
 
@@ -444,14 +447,6 @@ def test_demo_maker_writes_moving_textured_sequences(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-def _tool(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'mmevit_tool_{osp.basename(name)[:-3]}', osp.join(REPO, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.e2e
 def test_demo_config_trains_tests_and_denoises_videos(tmp_path):
     """The DAVIS demo config through tools/train.py, tools/test.py and tools/denoise.py (frames and a video file)."""
@@ -462,18 +457,14 @@ def test_demo_config_trains_tests_and_denoises_videos(tmp_path):
     make_demo_data('davis', str(data), num_train=2, num_val=1)
     config = osp.join(REPO, 'configs', 'demo', 'skipat_uniformer_davis_demo.py')
     work = tmp_path / 'work'
-    options = ['--cfg-options', f'train_dataloader.dataset.data_root={data}',
-               f'val_dataloader.dataset.data_root={data}', f'test_dataloader.dataset.data_root={data}',
-               'train_dataloader.batch_size=1', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-               'param_scheduler.0.end=1', 'param_scheduler.1.begin=1', 'param_scheduler.1.end=2',
-               'default_hooks.checkpoint.interval=2']
-    _tool('tools/train.py').main([config, '--work-dir', str(work), *options])
+    options = restoration_demo_options(str(data), 1, 2)
+    load_tool('train').main([config, '--work-dir', str(work), *options])
     ckpt = str(work / 'iter_2.pth')
-    metrics = _tool('tools/test.py').main([config, ckpt, '--work-dir', str(tmp_path / 'test'), *options])
+    metrics = load_tool('test').main([config, ckpt, '--work-dir', str(tmp_path / 'test'), *options])
     assert set(metrics) == {'PSNR', 'SSIM', 'noisy/PSNR', 'noisy/SSIM'}
     assert 15 < metrics['noisy/PSNR'] < 21  # sigma 30 on 8-bit frames: about 18.7 dB
     frames = data / 'JPEGImages' / '480p' / 'val_chelsea_000'
-    denoise = _tool('tools/denoise.py').main
+    denoise = load_tool('denoise').main
     out = tmp_path / 'frames_out'
     res = denoise([config, ckpt, str(frames), '--add-noise', '30', '--out-dir', str(out)])[str(frames)]
     assert res['frames'] == 10 and len(list(out.glob('0000*.png'))) == 10

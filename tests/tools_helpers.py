@@ -6,6 +6,7 @@ PNG label maps with 0 = ignore as ADE20K's ``reduce_zero_label``), an mmseg ``En
 official SkipAt fixture, and an mmdet ``RetinaNet`` on a 4-image COCO-layout set. ``SEG_TTA`` adds mmseg's
 ADE20K-style ``tta_model``/``tta_pipeline`` for ``--tta``.
 """
+import importlib.util
 import os
 import os.path as osp
 import socket
@@ -18,6 +19,16 @@ from PIL import Image
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` (e.g. ``'train'``, ``'analysis/layer_correlation'``) as a module: ``main(argv)`` runs it
+    in-process."""
+    spec = importlib.util.spec_from_file_location('mmevit_test_tool_' + name.replace('/', '_'),
+                                                  osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 SEG_CONFIG = '''
 default_scope = 'mmseg'

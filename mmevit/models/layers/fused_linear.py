@@ -63,22 +63,34 @@ def linear(x: torch.Tensor, fc: nn.Linear, act: Optional[str] = None, residual: 
     """
     _check_args(act, residual)
     if fused and fusable(x) and not has_hooks(fc):
-        return linear_fn(x, fc.weight, fc.bias, act, residual, fused)
-    y = fc(x)  # a module call: its hooks run (e.g. the analysis tools' recorders)
-    if act == 'gelu':
-        return F.gelu(y)
-    return y if residual is None else residual + y
+        out = _onednn(x, fc.weight, fc.bias, act, residual)
+        if out is not None:
+            return out
+    return _post_op(fc(x), act, residual)  # a module call: its hooks run (e.g. the analysis tools' recorders)
 
 
 def linear_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, act: Optional[str] = None,
               residual: Optional[torch.Tensor] = None, fused: bool = True) -> torch.Tensor:
     """``linear`` on a bare (out, in) weight and bias."""
     _check_args(act, residual)
-    if fused and fusable(x) and weight.dtype == x.dtype and (residual is None or residual.dtype == x.dtype):
-        if residual is not None:
-            return _OP.binary(x, residual, weight, bias, 'add')
-        return _OP(x, weight, bias, act or 'none', [], 'none' if act else '')
-    y = F.linear(x, weight, bias)
+    if fused and fusable(x):
+        out = _onednn(x, weight, bias, act, residual)
+        if out is not None:
+            return out
+    return _post_op(F.linear(x, weight, bias), act, residual)
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], act: Optional[str],
+            residual: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The fused kernel, or None when the weight's or the residual's dtype differs from the input's."""
+    if weight.dtype != x.dtype or (residual is not None and residual.dtype != x.dtype):
+        return None
+    if residual is not None:
+        return _OP.binary(x, residual, weight, bias, 'add')
+    return _OP(x, weight, bias, act or 'none', [], 'none' if act else '')
+
+
+def _post_op(y: torch.Tensor, act: Optional[str], residual: Optional[torch.Tensor]) -> torch.Tensor:
     if act == 'gelu':
         return F.gelu(y)
     return y if residual is None else residual + y

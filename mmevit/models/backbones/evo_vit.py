@@ -38,7 +38,7 @@ from ...official import build_classifier, check_kwargs, norm_eps, register_offic
 from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (EvoAttention, PatchEmbed, TransformerBlock, blend_scores, checkpoint_call, drop_path_rates,
-                      gather_tokens, resample_abs_pos_embed, scatter_tokens, select_tokens)
+                      gather_tokens, init_linear_and_norm, resample_abs_pos_embed, scatter_tokens, select_tokens)
 from .base import (DEFAULT_HEAD_PREFIXES, BaseBackbone, check_bool, check_frozen_stages,
                    check_image_batch, check_img_size, check_indices, check_int, check_number, check_rate,
                    check_vit_arch, freeze,
@@ -236,13 +236,7 @@ class EvoViT(BaseBackbone):
         nn.init.trunc_normal_(self.pos_embed, std=.02)
         nn.init.trunc_normal_(self.cls_token, std=.02)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_linear_and_norm(m)
 
     # ------------------------------------------------------------------ training schedule
     def set_evo_schedule(self, stage_wise: Optional[bool] = None, learn_tradeoff: Optional[bool] = None) -> None:

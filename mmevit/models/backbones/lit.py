@@ -41,7 +41,8 @@ from torch import nn
 from ...official import build_classifier, check_kwargs, norm_eps, register_official
 from ...registry import register_backbone
 from ..checkpoint import StateDict
-from ..layers import PatchEmbed, TransformerBlock, checkpoint_call, drop_path_rates, resample_abs_pos_embed
+from ..layers import (PatchEmbed, TransformerBlock, checkpoint_call, drop_path_rates, init_linear_and_norm,
+                      resample_abs_pos_embed)
 from ..layers.dtm import DTM_IMPLS, DeformableTokenMerging
 from ..layers.rel_pos import GlobalSelfAttention, resize_rel_pos_table
 from .base import (BaseBackbone, check_bool, check_frozen_stages, check_image_batch, check_img_size, check_indices,
@@ -315,14 +316,9 @@ class LIT(BaseBackbone):
         cls token and relative-bias tables trunc-normal(0.02); DTM as ``DeformConv2x2.reset_parameters``
         (offset conv zero); the patch-embedding conv keeps PyTorch's default."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, GlobalSelfAttention) and m.relative:
+            if init_linear_and_norm(m):
+                continue
+            if isinstance(m, GlobalSelfAttention) and m.relative:
                 nn.init.trunc_normal_(m.relative_position_bias_table, std=.02)
         for stage in self.layers:
             if stage.pos_embed is not None:

@@ -32,7 +32,7 @@ from ...official import build_classifier, check_kwargs, norm_eps, register_offic
 from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, checkpoint_call,
-                      drop_path_rates, resample_abs_pos_embed)
+                      drop_path_rates, init_linear_and_norm, resample_abs_pos_embed)
 from .base import (BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, check_vit_arch,
                    freeze)
 
@@ -241,13 +241,7 @@ class SkipAtViT(BaseBackbone):
         for name, m in self.named_modules():
             if '.phi' in name:
                 continue
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_linear_and_norm(m)
 
     # ------------------------------------------------------------------ weights
     def _prepare_pos_embed(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:

@@ -57,7 +57,7 @@ from ...registry import MODELS
 from ..backbones.base import (BaseBackbone, check_bool, check_image_batch, check_int, check_number,
                               check_rate, check_width)
 from ..checkpoint import StateDict
-from ..layers import SkipAtPhi, checkpoint_call, drop_path
+from ..layers import SkipAtPhi, checkpoint_call, drop_path, init_linear_and_norm
 
 SKIPAT_MODES = (None, 'feature', 'attention')
 NUM_LEVELS = 4  # encoder/decoder levels; the bottleneck is level 4
@@ -708,14 +708,9 @@ class Uformer(BaseBackbone):
         for name, m in self.named_modules():
             if '.phi' in name:
                 continue
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, WindowAttention):
+            if init_linear_and_norm(m):
+                continue
+            if isinstance(m, WindowAttention):
                 nn.init.trunc_normal_(m.relative_position_bias_table, std=.02)
 
     def convert_state_dict(self, state_dict: StateDict) -> Tuple[StateDict, List[str]]:

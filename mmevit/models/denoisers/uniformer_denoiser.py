@@ -66,7 +66,7 @@ from ...registry import MODELS
 from ..backbones.base import (BaseBackbone, check_bool, check_clip_batch, check_int, check_number,
                               check_rate, check_width)
 from ..checkpoint import StateDict
-from ..layers import checkpoint_call, drop_path
+from ..layers import checkpoint_call, drop_path, init_linear_and_norm
 from .denoiser import Denoiser
 
 NUM_LEVELS = 4  # encoder levels 0-2 and the bottleneck (3)
@@ -452,13 +452,7 @@ class UniFormerDenoiser(BaseBackbone):
     def reset_parameters(self) -> None:
         """Trunc-normal(0.02) linears with zero bias, unit LayerNorms; convs keep PyTorch's defaults."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_linear_and_norm(m)
 
     def convert_state_dict(self, state_dict: StateDict) -> Tuple[StateDict, List[str]]:
         """mmevit's own keys (identity); a baseline checkpoint into a SkipAt model gives each decoder

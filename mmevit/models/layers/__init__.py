@@ -12,9 +12,11 @@ from .patch_embed import PatchEmbed
 from .pos_embed import resample_abs_pos_embed
 from .rel_pos import GlobalSelfAttention
 from .skipat import ECA, SkipAtPhi
+from .weight_init import init_linear_and_norm
 
 __all__ = ['MultiheadSelfAttention', 'TransformerBlock', 'Mlp', 'PatchEmbed', 'resample_abs_pos_embed', 'ECA', 'SkipAtPhi',
            'drop_path', 'drop_path_rates', 'BNLinear', 'ConvBN', 'EvoAttention', 'LinearBN',
            'attention_with_cls_row', 'blend_scores', 'cls_attention', 'fuse_bn_modules', 'gather_tokens',
            'representative_token', 'scatter_tokens', 'select_tokens', 'subsample_grid',
-           'DeformableTokenMerging', 'DeformConv2x2', 'GlobalSelfAttention', 'checkpoint_call']
+           'DeformableTokenMerging', 'DeformConv2x2', 'GlobalSelfAttention', 'checkpoint_call',
+           'init_linear_and_norm']

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
 
 _OP = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
 ACTS = ('gelu', None)
@@ -42,9 +43,8 @@ def fusable(x: torch.Tensor) -> bool:
 def has_hooks(module: nn.Module) -> bool:
     """Forward (pre-)hooks on ``module`` or global ones: a fused path that bypasses the module call would
     hide its input/output from them, so callers take the plain path instead."""
-    from torch.nn.modules import module as _m
-    return bool(module._forward_hooks or module._forward_pre_hooks or _m._global_forward_hooks
-                or _m._global_forward_pre_hooks)
+    return bool(module._forward_hooks or module._forward_pre_hooks or _module._global_forward_hooks
+                or _module._global_forward_pre_hooks)
 
 
 def _check_args(act: Optional[str], residual: Optional[torch.Tensor]) -> None:

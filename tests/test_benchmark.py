@@ -159,15 +159,20 @@ def test_benchmark_doc_generator_writes_its_own_file_only(tmp_path):
 
 
 def test_benchmark_doc_official_section():
-    """The official comparison: identical outputs checked, per-pair ratio, target verdict in the table."""
+    """The official comparison: identical outputs checked (also for the compiled model), per-pair ratios of ours
+    and of ours under --compile, target verdict in the table."""
     import argparse
     docs = _load('tools/analysis/make_benchmark_docs.py', 'make_benchmark_docs')
-    args = argparse.Namespace(repeats=7, warmup=1, threads=1, memory=False, verbose=False)
+    args = argparse.Namespace(repeats=7, warmup=1, threads=1, memory=False, verbose=False, compile=True)
     row = docs.run_official('skipat-t', 64, 1, 1.2, args, lambda s: None)
-    assert row['diff'] <= 1e-4 and row['ratio']['pairs'] == 7 and row['ratio']['median'] > 0
+    assert row['diff'] <= 1e-4 and set(row['ratio']) == {'ours', 'compiled'}
+    assert all(r['pairs'] == 7 and r['median'] > 0 for r in row['ratio'].values())
     text = docs.render([], [], args, [row])
     line = next(ln for ln in text.splitlines() if ln.startswith('| skipat-t | 64², 1 |'))
-    assert '>= 1.2x (' in line and f'{row["diff"]:.1e}' in line
+    assert '>= 1.2x (' in line and f'{row["diff"]:.1e}' in line and line.count('**') == 4  # two ratio cells
+    args.compile = False
+    row = docs.run_official('skipat-t', 64, 1, 1.2, args, lambda s: None)
+    assert set(row['ratio']) == {'ours'} and '| - |' in docs.render([], [], args, [row])
 
 
 @pytest.mark.gpu

@@ -311,6 +311,21 @@ def test_test_tta(trained, tmp_path):
 
 
 @e2e
+def test_test_compile_gives_the_eager_predictions(trained, tmp_path):
+    """--compile: the backbone runs compiled with frozen weights (the hook says so) and the label maps are the
+    eager run's."""
+    eager_out, compiled_out = tmp_path / 'eager', tmp_path / 'compiled'
+    run_tool(['test.py', trained['cfg'], trained['ckpt'], '--work-dir', str(tmp_path / 'w0'), '--out', str(eager_out)])
+    log = _log(run_tool(['test.py', trained['cfg'], trained['ckpt'], '--work-dir', str(tmp_path / 'w1'), '--out',
+                         str(compiled_out), '--compile']))
+    assert 'InferenceCompileHook: compiled backbone' in log
+    for name in sorted(os.listdir(eager_out)):
+        np.testing.assert_array_equal(np.asarray(Image.open(compiled_out / name)),
+                                      np.asarray(Image.open(eager_out / name)))
+    assert _metrics(str(tmp_path / 'w1'))['mIoU'] == _metrics(str(tmp_path / 'w0'))['mIoU']
+
+
+@e2e
 def test_test_refuses_foreign_checkpoint(trained, fixtures_dir, tmp_path):
     """An official Uformer checkpoint handed to the SkipAt segmentor: refused by name, nothing evaluated."""
     foreign = str(tmp_path / 'uformer.pth')

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on a config's test set (mmseg / mmdet / mmpretrain / mmevit configs).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show-dir DIR] [--show] [--tta]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show-dir DIR] [--show] [--tta] [--compile]
     torchrun --nproc_per_node N tools/test.py CONFIG CHECKPOINT --launcher pytorch   (or tools/dist_test.sh)
 
 CHECKPOINT may be any checkpoint the config's model family reads: an mmevit/OpenMMLab training checkpoint,
@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--allow-missing', action='store_true',
                         help='evaluate even when the checkpoint lacks keys of the model (they keep their '
                         'initialisation; a warning names them)')
+    parser.add_argument('--compile', action='store_true',
+                        help='compile the backbone/neck/generator with frozen weights (torch.compile, inductor) for '
+                        'faster inference; the first batches include compilation time')
     runner_setup.add_runner_args(parser)
     return runner_setup.parse_runner_args(parser, argv)
 
@@ -53,6 +56,8 @@ def build_cfg(args: argparse.Namespace) -> Config:
         runner_setup.set_test_out(cfg, args.out)
     if args.tta:
         runner_setup.enable_tta(cfg)
+    if args.compile:
+        runner_setup.enable_inference_compile(cfg)
     return cfg
 
 

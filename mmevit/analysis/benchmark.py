@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..engine.inference_compile import compile_for_inference, is_compiled
+
 # Presets: mmevit families and their baselines; ``_scope_`` marks the toolboxes' own models (what users have
 # today) at the same widths, for side-by-side comparisons.
 PRESETS: Dict[str, dict] = {}
@@ -224,16 +226,13 @@ def _sync(device: torch.device) -> None:
 
 
 def prepare(model: nn.Module, device='cpu', channels_last: bool = False, compile: bool = False) -> nn.Module:
-    """Move to ``device``; optionally channels-last weights and ``torch.compile`` (inductor, inference only:
-    weights are frozen into the graph as constants, which lets inductor fold them and lower oneDNN's fused
-    linears; this sets the global ``torch._inductor.config.freezing``)."""
+    """Move to ``device``; optionally channels-last weights and the one-flag fast inference mode
+    (``mmevit.engine.compile_for_inference``: ``torch.compile`` with frozen weights, in place)."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
-        import torch._inductor.config as inductor_config
-        inductor_config.freezing = True
-        model = torch.compile(model)
+        compile_for_inference(model)
     return model
 
 
@@ -255,7 +254,7 @@ def compare(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int = 7, war
                               size=(x.shape[-2], x.shape[-1]), device=str(x.device), amp=amp,
                               channels_last=x.is_contiguous(memory_format=torch.channels_last)
                               and not x.is_contiguous(),
-                              compiled=hasattr(m, '_orig_mod'))
+                              compiled=is_compiled(m))
                for n, m in models.items()}
     for i in range(warmup):
         for n, m in models.items():

@@ -165,6 +165,14 @@ def enable_tta(cfg: Config) -> None:
     cfg.model = dict(cfg.tta_model, module=cfg.model)
 
 
+def enable_inference_compile(cfg: Config) -> None:
+    """``--compile``: ``InferenceCompileHook`` (the networks compiled with frozen weights before testing)."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(str(h.get('type', '')).split('.')[-1] == 'InferenceCompileHook' for h in hooks):
+        hooks.append(dict(type='mmevit.InferenceCompileHook'))
+    cfg.custom_hooks = hooks
+
+
 def _metric_cfgs(evaluator) -> list:
     if isinstance(evaluator, dict) and 'metrics' in evaluator:
         evaluator = evaluator['metrics']

@@ -1,0 +1,54 @@
+"""``compile_for_inference``: the one-flag fast inference mode (``tools/test.py --compile``,
+``tools/analysis/benchmark.py --compile``).
+
+``torch.compile`` (inductor) with *frozen weights* (``torch._inductor.config.freezing``): parameters become
+constants of the graph, so inductor folds them, pre-packs the GEMM weights (MKL / oneDNN) and fuses LayerNorm,
+GELU, the residual adds and the head split/merge copies into a few C++ kernels. Measured on CPU against the
+default eager inference path: SkipAt-T 224² 1.10-1.16x, Evo-ViT-S 1.15x, LIT-Ti 1.16x, the video denoiser 2.3x
+(``docs/benchmarks.md``). Outputs agree with eager within float rounding (tested to 1e-4).
+
+Freezing applies only to graphs compiled with autograd off, so it never touches training; but a frozen graph
+keeps the weights it was compiled with: compile a model for evaluation once its weights are final (the test
+loop, not validation during training). mmengine's own ``cfg.compile`` compiles the training step only.
+"""
+from typing import Iterable, List
+
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+# The submodules of a toolbox model that the predict path calls as modules (``self.backbone(x)``): heads are
+# reached through methods (``decode_head.predict``), which ``Module.compile`` does not cover.
+NETWORKS = ('backbone', 'neck', 'generator')
+
+
+def compile_for_inference(module: nn.Module, **compile_kwargs) -> nn.Module:
+    """Compile ``module``'s ``__call__`` in place (``nn.Module.compile``: parameters, state-dict keys and
+    hooks stay as they are) with frozen weights; returns ``module``. ``compile_kwargs`` go to
+    ``torch.compile`` (e.g. ``mode='max-autotune'``, ``dynamic=True``)."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f'compile_for_inference needs an nn.Module, got {type(module).__name__}')
+    import torch._inductor.config as inductor_config
+    inductor_config.freezing = True  # global in inductor; only graphs compiled without autograd are frozen
+    module.compile(**compile_kwargs)
+    return module
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` runs compiled (``torch.compile(module)`` or ``module.compile()``)."""
+    return hasattr(module, '_orig_mod') or getattr(module, '_compiled_call_impl', None) is not None
+
+
+def compile_networks(model: nn.Module, names: Iterable[str] = NETWORKS, **compile_kwargs) -> List[str]:
+    """Compile the networks of a toolbox model (mmseg/mmdet/mmpretrain, or an mmevit ``Denoiser``) for
+    inference; returns the names compiled. A model with none of ``names`` is an error, not a silent no-op."""
+    if is_model_wrapper(model):
+        model = model.module
+    if hasattr(model, 'module') and isinstance(model.module, nn.Module) and not any(
+            isinstance(getattr(model, n, None), nn.Module) for n in names):
+        model = model.module  # test-time augmentation wrappers (SegTTAModel, DetTTAModel)
+    done = [n for n in names if isinstance(getattr(model, n, None), nn.Module)]
+    if not done:
+        raise ValueError(f'compile_networks: {type(model).__name__} has none of the submodules {tuple(names)}')
+    for n in done:
+        compile_for_inference(getattr(model, n), **compile_kwargs)
+    return done

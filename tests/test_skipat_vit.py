@@ -418,6 +418,40 @@ def test_bad_inputs_are_named():
     assert torch.isfinite(out.float()).all()
 
 
+
+@pytest.mark.parametrize('skip', [(2, 3), (4, 5)], ids=['last-computed', 'last-skipped'])
+@pytest.mark.parametrize('fused', [True, False])
+def test_cls_output_computes_only_the_cls_row_of_the_last_block(skip, fused):
+    """out_type='cls_token' in inference: the last block computes its CLS row alone (queries of the CLS row
+    against every key; a skipped last block runs no Phi) and gives the CLS row of the full computation; in
+    training, or with a hook on the last block, the whole block runs."""
+    torch.manual_seed(0)
+    cls = tiny(skip_indices=skip, out_type='cls_token', out_indices=(2, 5), final_norm=True).eval()
+    raw = tiny(skip_indices=skip, out_type='raw', out_indices=(2, 5), final_norm=True).eval()
+    raw.load_state_dict(cls.state_dict())
+    if not fused:
+        _unfused(cls), _unfused(raw)
+    last = cls.blocks[-1]
+    rows, phi_calls = [], []
+    mlp_half = last.forward_mlp  # recorded without a hook (a hook turns the CLS-only path off)
+    last.forward_mlp = lambda t: rows.append(t.shape[1]) or mlp_half(t)
+    if skip == (4, 5):
+        phi = last.phi.forward
+        last.phi.forward = lambda *a: phi_calls.append(1) or phi(*a)
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        got, want = cls(x), raw(x)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w[:, 0], atol=1e-5, rtol=1e-5)
+        assert rows[0] == 1 and not phi_calls[:1]
+        handle = last.norm2.register_forward_hook(lambda *a: None)
+        torch.testing.assert_close(cls(x)[1], got[1], atol=1e-5, rtol=1e-5)
+        handle.remove()
+    cls.train()(x)
+    assert rows[1:] == [1 + 12, 1 + 12]  # with the hook, in training: the whole block
+    assert len(phi_calls) == (2 if skip == (4, 5) else 0)
+
+
 # ------------------------------------------------------------------------------------------ fused inference
 def _unfused(model):
     for m in model.modules():

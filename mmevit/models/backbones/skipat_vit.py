@@ -33,6 +33,7 @@ from ...registry import register_backbone
 from ..checkpoint import StateDict
 from ..layers import (MultiheadSelfAttention, PatchEmbed, SkipAtPhi, TransformerBlock, checkpoint_call,
                       drop_path_rates, init_linear_and_norm, resample_abs_pos_embed)
+from ..layers.fused_linear import has_hooks
 from .base import (BaseBackbone, check_image_batch, check_indices, check_img_size, check_int, check_vit_arch,
                    freeze)
 
@@ -50,13 +51,16 @@ class ViTBlock(TransformerBlock):
         super().__init__(dim, mlp_hidden, MultiheadSelfAttention(dim, num_heads, qkv_bias, attn_drop, drop, **dd),
                          drop, drop_path_rate, norm_eps, **dd)
 
-    def forward(self, x: torch.Tensor, need_msa: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, need_msa: bool = True,
+                rows: Optional[int] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Returns the block output and its MSA output (None when not ``need_msa`` in fused inference, where
-        the residual add runs inside the projection GEMM)."""
+        the residual add runs inside the projection GEMM). ``rows``: only the first rows of both are computed
+        (their queries attend to every token)."""
+        res = x if rows is None else x[:, :rows]
         if need_msa or not self.fused_inference(x):
-            msa = self.attn(self.norm1(x))
-            return self.forward_mlp(x + self.drop_path1(msa)), msa
-        return self.forward_mlp(self.attn(self.norm1(x), residual=x)), None
+            msa = self.attn(self.norm1(x), num_queries=rows)
+            return self.forward_mlp(res + self.drop_path1(msa)), msa
+        return self.forward_mlp(self.attn(self.norm1(x), residual=res, num_queries=rows)), None
 
 
 class SkipAtBlock(TransformerBlock):
@@ -67,15 +71,21 @@ class SkipAtBlock(TransformerBlock):
         super().__init__(dim, mlp_hidden, None, drop, drop_path_rate, norm_eps, device=device, dtype=dtype)
         self.phi = SkipAtPhi(dim, phi_hidden, phi_kernel, use_eca=True, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, cls_msa: torch.Tensor,
-                hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, z: torch.Tensor, cls_msa: torch.Tensor, hw_shape: Tuple[int, int],
+                rows: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Args:
             x: Tokens (B, P + H*W, C), P = 0 or 1 prefix (cls) tokens.
             z: The previous Phi output, or the MSA patch rows the chain starts from (B, H*W, C).
             cls_msa: The reused CLS row of the last computed MSA output (B, P, C).
+            rows: Compute only the first ``rows <= P`` output rows (then Phi is not run and ``z`` is returned
+                as it came).
         Returns:
             The block output and this block's Phi output (the next link of the chain).
         """
+        if rows is not None:
+            if rows > cls_msa.shape[1]:
+                raise ValueError(f'SkipAtBlock: rows ({rows}) beyond the {cls_msa.shape[1]} prefix row(s)')
+            return self.forward_mlp(x[:, :rows] + self.drop_path1(cls_msa[:, :rows])), z
         z = self.phi(z, hw_shape)
         return self.forward_mlp(x + self.drop_path1(torch.cat([cls_msa, z], dim=1))), z
 
@@ -317,15 +327,20 @@ class SkipAtViT(BaseBackbone):
         msa: Optional[torch.Tensor] = None  # MSA output of the last computed block
         z: Optional[torch.Tensor] = None    # current link of the Phi chain
         cp = self.with_cp and self.training
+        last = self.num_layers - 1
+        # In inference, when only CLS tokens are returned, the last block computes the CLS row alone.
+        cls_rows = 1 if (self.out_type == 'cls_token' and not self.training and not cp
+                         and not any(has_hooks(m) for m in self.blocks[last].modules())) else None
         for i, blk in enumerate(self.blocks):
+            rows = cls_rows if i == last else None
             if isinstance(blk, SkipAtBlock):
                 if z is None:
                     z = msa[:, p:]
-                x, z = checkpoint_call(blk, x, z, msa[:, :p], hw, enabled=cp)
+                x, z = checkpoint_call(blk, x, z, msa[:, :p], hw, rows=rows, enabled=cp)
             else:
                 # Only a block followed by a skipped one hands its MSA output on (to Phi and the CLS row).
-                need = i + 1 < self.num_layers and isinstance(self.blocks[i + 1], SkipAtBlock)
-                x, msa = checkpoint_call(blk, x, need_msa=need, enabled=cp)
+                need = i < last and isinstance(self.blocks[i + 1], SkipAtBlock)
+                x, msa = checkpoint_call(blk, x, need_msa=need, rows=rows, enabled=cp)
                 if self.phi_chain == 'restart':
                     z = None
             if i == self.num_layers - 1 and self.norm is not None:

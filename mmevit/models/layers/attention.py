@@ -43,14 +43,18 @@ class MultiheadSelfAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+                residual: Optional[torch.Tensor] = None, num_queries: Optional[int] = None) -> torch.Tensor:
         """``proj(attention(x))``, or ``residual + proj(attention(x))`` when ``residual`` is given.
 
         ``attn_mask``: boolean (True = attend) or additive float, broadcastable to (B, heads, N, N).
+        ``num_queries``: only the first rows attend (keys and values come from every row); the output has
+            those rows only, as has ``residual``. A classifier's last block needs the CLS row alone.
         """
         B, N, C = x.shape
         qkv = linear(x, self.qkv, fused=self.fused_linear)
         q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if num_queries is not None:
+            q, N = q[:, :, :num_queries], num_queries
         if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
             attn_mask = attn_mask.to(q.dtype)  # an fp32 bias table under autocast
         if self.fused_attn:

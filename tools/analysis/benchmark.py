@@ -25,8 +25,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from mmevit.analysis import (PRESETS, build_model, compare, count_flops, make_inputs,  # noqa: E402
-                             pair_ratios, peak_memory, prepare)
+from mmevit.analysis import (PRESETS, build_model, compare, count_flops, keep_freed_memory,  # noqa: E402
+                             make_inputs, pair_ratios, peak_memory, prepare)
 
 
 def parse_args(argv=None):
@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument('--eager', action='store_true', help='eager (non-SDPA) attention reference path')
     p.add_argument('--flops', action='store_true', help='also count params and GMACs per image')
     p.add_argument('--memory', action='store_true', help='also measure the peak memory of one forward')
+    p.add_argument('--keep-freed-memory', action='store_true',
+                   help='glibc: no mmap/munmap of large temporaries per call (steadier CPU timings; '
+                   'mmevit.analysis.keep_freed_memory)')
     p.add_argument('--quiet', action='store_true', help='no progress output (stderr)')
     p.add_argument('--json', help='write the results to this JSON file (refuses to overwrite)')
     args = p.parse_args(argv)
@@ -78,6 +81,8 @@ def main(argv=None) -> dict:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        print('[benchmark] --keep-freed-memory: not glibc, ignored', file=sys.stderr)
     torch.manual_seed(0)
     size = tuple((args.size * 2)[:2])
     dtype = getattr(torch, args.dtype)
@@ -116,7 +121,8 @@ def main(argv=None) -> dict:
                settings=dict(torch=torch.__version__, threads=torch.get_num_threads(), device=args.device,
                              batch=args.batch, size=list(size), dtype=args.dtype, amp=args.amp,
                              channels_last=args.channels_last, compile=args.compile,
-                             backbone_only=args.backbone_only, repeats=args.repeats, warmup=args.warmup))
+                             backbone_only=args.backbone_only, repeats=args.repeats, warmup=args.warmup,
+                             keep_freed_memory=args.keep_freed_memory))
     if args.compare:
         a, b = (results[k] for k in keys)
         stats = pair_ratios(a.times, b.times)

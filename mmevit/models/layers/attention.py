@@ -51,10 +51,16 @@ class MultiheadSelfAttention(nn.Module):
             those rows only, as has ``residual``. A classifier's last block needs the CLS row alone.
         """
         B, N, C = x.shape
-        qkv = linear(x, self.qkv, fused=self.fused_linear)
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if num_queries is not None:
-            q, N = q[:, :, :num_queries], num_queries
+        if num_queries is None:
+            qkv = linear(x, self.qkv, fused=self.fused_linear)
+            q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        else:  # keys and values of every row, queries of the first rows only (rows of the fused qkv weight)
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :num_queries], w[:C], None if b is None else b[:C])
+            kv = F.linear(x, w[C:], None if b is None else b[C:])
+            q = q.reshape(B, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
+            k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            N = num_queries
         if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
             attn_mask = attn_mask.to(q.dtype)  # an fp32 bias table under autocast
         if self.fused_attn:

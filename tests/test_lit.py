@@ -81,6 +81,16 @@ def test_parity_with_torchvision_deform_conv(path):
     torch.testing.assert_close(gather, torchvision, atol=1e-5, rtol=1e-4)
 
 
+def test_official_use_checkpoint_becomes_with_cp():
+    path = next(p for p in _fixture_paths() if 'code_for_lit_ti' not in torch.load(p, weights_only=False)[
+        'official_class'])
+    fx = torch.load(path, weights_only=False)
+    model = mmevit.from_official('lit', dict(fx['arch'], use_checkpoint=True), fx['state_dict'])
+    assert model.backbone.with_cp
+    with torch.no_grad():
+        torch.testing.assert_close(model(fx['input']), fx['output'], atol=1e-4, rtol=1e-3)
+
+
 def test_from_official_rejects_unknown_and_unported():
     with pytest.raises(ValueError, match='unknown LIT-Ti LIT kwargs'):
         mmevit.from_official('lit_ti', dict(embed_dims=[8], bogus=1), {})

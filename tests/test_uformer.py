@@ -70,6 +70,14 @@ def test_reference_ops_reproduce_fixture():
     torch.testing.assert_close(out, fx['output'], atol=1e-4, rtol=1e-3)
 
 
+def test_official_use_checkpoint_becomes_with_cp():
+    fx = torch.load(_fixture_paths()[0], weights_only=False)
+    model = mmevit.from_official('uformer', dict(fx['arch'], use_checkpoint=True), fx['state_dict'])
+    assert model.with_cp and not mmevit.from_official('uformer', fx['arch'], fx['state_dict']).with_cp
+    with torch.no_grad():
+        torch.testing.assert_close(model(fx['input']), fx['output'], atol=1e-4, rtol=1e-3)
+
+
 def test_from_official_rejects_unknown_and_unported():
     with pytest.raises(ValueError, match='unknown Uformer kwargs'):
         mmevit.from_official('uformer', dict(OFFICIAL_TINY, bogus=1), {})

@@ -550,12 +550,14 @@ def lit_from_official(arch: Mapping, state_dict: Mapping[str, torch.Tensor]) -> 
                   norm_eps=eps, patch_norm_eps=eps, has_msa=list(arch.get('has_msa', [0, 0, 1, 1]))),
         img_size=arch.get('img_size', 224), patch_size=int(arch.get('patch_size', 4)),
         in_channels=int(arch.get('in_chans', 3)), qkv_bias=bool(arch.get('qkv_bias', True)),
-        out_indices=(len(dims) - 1,), out_type='avg_featmap', final_norm=True)
+        out_indices=(len(dims) - 1,), out_type='avg_featmap', final_norm=True,
+        with_cp=bool(arch.get('use_checkpoint', False)))
     head = dict(type='LinearClsHead', num_classes=_num_classes(arch), in_channels=dims[-1])
     return build_classifier(backbone, head, state_dict)
 
 
-# Official kwargs: those that only matter for training are accepted and ignored.
+# Official kwargs: dropout rates only matter for training and are accepted and ignored (LIT-S/M/B's
+# ``use_checkpoint`` becomes ``with_cp``).
 _TI_KNOWN = {'img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dims', 'num_heads', 'mlp_ratios',
              'qkv_bias', 'qk_scale', 'drop_rate', 'attn_drop_rate', 'drop_path_rate', 'norm_layer', 'depths'}
 _SMB_KNOWN = {'img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads',

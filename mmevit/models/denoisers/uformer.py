@@ -862,11 +862,13 @@ def uformer_from_official(arch: Mapping, state_dict: Mapping[str, torch.Tensor])
         win_size=int(arch.get('win_size', 8)), mlp_ratio=float(arch.get('mlp_ratio', 4.)),
         qkv_bias=bool(arch.get('qkv_bias', True)), qk_scale=arch.get('qk_scale'), drop_path_rate=0.,
         norm_eps=norm_eps(arch.get('norm_layer'), 1e-5), shift=bool(arch.get('shift_flag', True)),
-        modulator=bool(arch.get('modulator', False)), residual=dd_in == 3)
+        modulator=bool(arch.get('modulator', False)), residual=dd_in == 3,
+        with_cp=bool(arch.get('use_checkpoint', False)))
     return load_converted(model, state_dict)
 
 
-# Official kwargs; those that only matter for training (dropout, checkpointing) are accepted and ignored.
+# Official kwargs; dropout rates only matter for training and are accepted and ignored (``use_checkpoint``
+# becomes ``with_cp``, which also acts in training only).
 _OFFICIAL_KNOWN = {'img_size', 'in_chans', 'dd_in', 'embed_dim', 'depths', 'num_heads', 'win_size', 'mlp_ratio',
                    'qkv_bias', 'qk_scale', 'drop_rate', 'attn_drop_rate', 'drop_path_rate', 'norm_layer',
                    'patch_norm', 'use_checkpoint', 'token_projection', 'token_mlp', 'shift_flag', 'modulator',

@@ -17,6 +17,10 @@ each shim below is applied at ``import mmevit`` (``apply()``), is idempotent, an
 3. ``torchrun ... --launcher pytorch`` without a GPU: ``prepare_cpu_distributed(cfg)`` creates the gloo
    process group before the Runner (so mmengine skips ``init_dist``, which calls ``torch.cuda.set_device``),
    wraps DDP with ``device_ids=None`` and turns SyncBN into BN.
+4. A dataset that finds no samples (an empty image folder, an annotation file with no entries) fails in
+   mmengine's ``BaseDataset._serialize_data`` with numpy's "need at least one array to concatenate", which
+   names neither the dataset nor where it looked. The shim raises ``EmptyDatasetError`` naming the dataset class,
+   ``data_root``, ``data_prefix`` and ``ann_file`` first (an empty dataset is never useful to a Runner).
 """
 import argparse
 import contextlib
@@ -242,6 +246,30 @@ def prepare_cpu_distributed(cfg: Any, launcher: str) -> bool:
     return True
 
 
+class EmptyDatasetError(ValueError):
+    """A dataset found no samples (shim 4)."""
+
+
+def _check_not_empty_then_serialize(self):
+    if not self.data_list:
+        where = ', '.join(f'{k}={getattr(self, k, None)!r}' for k in ('data_root', 'data_prefix', 'ann_file')
+                          if getattr(self, k, None))
+        raise EmptyDatasetError(f'{type(self).__name__} found no samples ({where}): check the paths, the '
+                                'image/annotation suffixes and that the folder or annotation file is not empty')
+    return _ORIGINAL_SERIALIZE(self)
+
+
+def _patch_empty_dataset_error() -> None:
+    global _ORIGINAL_SERIALIZE
+    from mmengine.dataset import BaseDataset
+    if BaseDataset._serialize_data is not _check_not_empty_then_serialize:
+        _ORIGINAL_SERIALIZE = BaseDataset._serialize_data
+        BaseDataset._serialize_data = _check_not_empty_then_serialize
+
+
+_ORIGINAL_SERIALIZE = None
+
+
 def apply() -> None:
     """Apply every shim once (called by ``import mmevit``)."""
     global _APPLIED
@@ -249,4 +277,5 @@ def apply() -> None:
         return
     _patch_safe_globals()
     _patch_checkpoint_loaders()
+    _patch_empty_dataset_error()
     _APPLIED = True

@@ -311,6 +311,18 @@ def test_seg_missing_ann_file_is_named(ade_data):
         seg_dataset(ade_data, ann_file='nope.txt')
 
 
+def test_empty_image_folder_is_named(ade_data, tmp_path):
+    """Without the compat shim mmengine fails in np.concatenate ("need at least one array to concatenate")."""
+    from mmevit.compat import EmptyDatasetError
+    root = copy_of(ade_data, tmp_path / 'd')
+    folder = osp.join(root, 'images', 'training')
+    for name in os.listdir(folder):
+        os.remove(osp.join(folder, name))
+    with pytest.raises(EmptyDatasetError, match=rf"SegDataset found no samples \(data_root='{root}', "
+                                                r"data_prefix=\{'img_path': '.*images/training'"):
+        seg_dataset(root)
+
+
 def test_seg_labels_outside_the_classes_are_refused(ade_data, tmp_path):
     """reduce_zero_label=True (the demo's and ADE20K's): stored 0 -> 255 (ignored), v -> v - 1, stored 255 stays
     255. With 5 classes the stored labels are 1..5; a stored 7 becomes 6: refused, named."""

@@ -10,6 +10,7 @@ from input_cases import assert_bad_batches_refused
 
 import mmevit
 from mmevit.engine.convert import check_state_dict, convert_for_model
+from mmevit.models.denoisers import uformer as uformer_module
 from mmevit.models.denoisers.uformer import (AttentionReuse, ShiftMask, Uformer, WindowAttention,
                                              convert_uformer_state_dict, shift_attention_mask)
 from mmevit.analysis.official import OfficialUformerOps, to_official_state_dict
@@ -68,6 +69,18 @@ def test_reference_ops_reproduce_fixture():
     with torch.no_grad():
         out = OfficialUformerOps(fx['arch'], fx['state_dict'])(fx['input'])
     torch.testing.assert_close(out, fx['output'], atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize('shift', [0, 2])
+def test_window_partition_compile_formulation_is_the_gather(monkeypatch, shift):
+    """Under torch.compile, window_partition / window_reverse use roll + permute (which inductor fuses) instead
+    of the cached gather index; both give the same windows."""
+    x = torch.randn(2, 8, 12, 3)
+    gather = uformer_module.window_partition(x, 4, shift)
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    windows = uformer_module.window_partition(x, 4, shift)
+    assert torch.equal(windows, gather) and windows.shape == (2 * 6, 16, 3)
+    assert torch.equal(uformer_module.window_reverse(windows, 4, (8, 12), shift), x)
 
 
 def test_official_use_checkpoint_becomes_with_cp():

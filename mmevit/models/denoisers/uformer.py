@@ -58,27 +58,10 @@ from ..backbones.base import (BaseBackbone, check_bool, check_image_batch, check
                               check_rate, check_width)
 from ..checkpoint import StateDict
 from ..layers import SkipAtPhi, checkpoint_call, drop_path, init_linear_and_norm
+from ..layers.fused_linear import linear
 
 SKIPAT_MODES = (None, 'feature', 'attention')
 NUM_LEVELS = 4  # encoder/decoder levels; the bottleneck is level 4
-
-_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
-
-
-def linear(x: torch.Tensor, layer: nn.Linear, act: str = 'none') -> torch.Tensor:
-    """``layer(x)`` (``act='gelu'``: followed by exact GELU). For CPU float32 inference it runs oneDNN's linear
-    with the bias (and GELU) fused, the kernel torch.compile's CPU backend emits: the output is written once,
-    where ``F.linear`` first copies the bias into it and GELU then makes a second pass (1.3-3x faster on the
-    token-wise layers here). Under a dispatch mode (e.g. ``torch.utils.flop_counter``, which cannot see the fused
-    kernel) or ``torch.jit.trace`` (which cannot record its ``Scalar?[]`` argument) it stays on ``F.linear``."""
-    if (_ONEDNN_LINEAR and not torch.compiler.is_compiling() and x.device.type == 'cpu' and x.dtype == layer.weight.dtype == torch.float32
-            and x.is_contiguous() and not torch.is_autocast_enabled('cpu') and not torch._C._len_torch_dispatch_stack()
-            and not torch.jit.is_tracing()
-            and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, act, [], 'none' if act == 'gelu' else '')
-    y = layer(x)
-    return F.gelu(y) if act == 'gelu' else y
-
 
 # ---------------------------------------------------------------------------------------------- windows
 def _cache(maxsize: Optional[int]):
@@ -92,7 +75,8 @@ def _cache(maxsize: Optional[int]):
 
         @functools.wraps(fn)
         def call(*args):
-            if torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling():
+            # is_compiling first: dynamo folds it and never reaches the dispatch-stack query (a graph break)
+            if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack():
                 return fn(*args)
             return cached(*args)
         call.cache_clear = cached.cache_clear
@@ -127,6 +111,10 @@ def _window_index(hw: Tuple[int, int], win: int, shift: int, device: torch.devic
 def window_partition(x: torch.Tensor, win: int, shift: int = 0) -> torch.Tensor:
     """(B, H, W, C) -> (B * nW, win², C): the map rolled by ``-shift``, windows row-major."""
     B, H, W, C = x.shape
+    if torch.compiler.is_compiling():  # inductor fuses roll + permute into one copy; the gather index would be
+        if shift:                      # rebuilt inside the graph on every call
+            x = x.roll((-shift, -shift), (1, 2))
+        return x.view(B, H // win, win, W // win, win, C).transpose(2, 3).reshape(-1, win * win, C)
     idx, _ = _window_index((H, W), win, shift, x.device)
     return x.reshape(B, H * W, C).index_select(1, idx).view(-1, win * win, C)
 
@@ -135,6 +123,9 @@ def window_reverse(windows: torch.Tensor, win: int, hw: Tuple[int, int], shift: 
     """Inverse of ``window_partition``: (B * nW, win², C) -> (B, H, W, C)."""
     H, W = hw
     C = windows.shape[-1]
+    if torch.compiler.is_compiling():  # as in window_partition
+        x = windows.view(-1, H // win, W // win, win, win, C).transpose(2, 3).reshape(-1, H, W, C)
+        return x.roll((shift, shift), (1, 2)) if shift else x
     _, inv = _window_index((H, W), win, shift, windows.device)
     return windows.reshape(-1, H * W, C).index_select(1, inv).view(-1, H, W, C)
 

@@ -82,8 +82,9 @@ def linear_fn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], act: Optional[str],
             residual: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """The fused kernel, or None when the weight's or the residual's dtype differs from the input's."""
-    if weight.dtype != x.dtype or (residual is not None and residual.dtype != x.dtype):
+    """The fused kernel, or None when the weight's or the residual's dtype differs from the input's, or the
+    input is not contiguous (windows and permuted maps: oneDNN would copy it first)."""
+    if weight.dtype != x.dtype or (residual is not None and residual.dtype != x.dtype) or not x.is_contiguous():
         return None
     if residual is not None:
         return _OP.binary(x, residual, weight, bias, 'add')

@@ -11,6 +11,7 @@ per-pair ratios time(A) / time(B) (> 1: B is faster) with its interquartile rang
 it was written by this tool (first-line marker) or with ``--force``.
 """
 import argparse
+import copy
 import datetime
 import os
 import platform
@@ -143,7 +144,7 @@ def run_official(name: str, size: int, batch: int, target: float, args, log) -> 
     if args.compile:
         import torch._dynamo as dynamo
         dynamo.reset()
-        models['compiled'] = prepare(official_pair(name, size)[1], compile=True)
+        models['compiled'] = prepare(copy.deepcopy(ours), compile=True)
     x = torch.rand(batch, 3, size, size)
     with torch.no_grad():
         outs = {n: m(x) for n, m in models.items()}

@@ -332,7 +332,7 @@ class SkipAtViT(BaseBackbone):
         cp = self.with_cp and self.training
         last = self.num_layers - 1
         # In inference, when only CLS tokens are returned, the last block computes the CLS row alone.
-        cls_rows = 1 if (self.out_type == 'cls_token' and not self.training and not cp
+        cls_rows = 1 if (self.out_type == 'cls_token' and not self.training
                          and not any(has_hooks(m) for m in self.blocks[last].modules())) else None
         for i, blk in enumerate(self.blocks):
             rows = cls_rows if i == last else None
@@ -346,7 +346,7 @@ class SkipAtViT(BaseBackbone):
                 x, msa = checkpoint_call(blk, x, need_msa=need, rows=rows, enabled=cp)
                 if self.phi_chain == 'restart':
                     z = None
-            if i == self.num_layers - 1 and self.norm is not None:
+            if i == last and self.norm is not None:
                 x = self.norm(x)
             if i in self.out_indices:
                 outs.append(self._format_output(x, hw, p))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_linear import linear
+from .fused_linear import linear, linear_fn
 
 
 class MultiheadSelfAttention(nn.Module):
@@ -56,8 +56,8 @@ class MultiheadSelfAttention(nn.Module):
             q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         else:  # keys and values of every row, queries of the first rows only (rows of the fused qkv weight)
             w, b = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, :num_queries], w[:C], None if b is None else b[:C])
-            kv = F.linear(x, w[C:], None if b is None else b[C:])
+            q = linear_fn(x[:, :num_queries], w[:C], None if b is None else b[:C], fused=self.fused_linear)
+            kv = linear_fn(x, w[C:], None if b is None else b[C:], fused=self.fused_linear)
             q = q.reshape(B, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
             k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             N = num_queries

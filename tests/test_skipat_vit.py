@@ -419,6 +419,38 @@ def test_bad_inputs_are_named():
 
 
 
+@pytest.mark.parametrize('bias', [True, False])
+def test_few_query_attention_projects_no_key_or_value(bias):
+    """num_queries rows (the CLS-only last block) reassociate q.(W_k x + b_k) and a.(W_v x + b_v): the first
+    rows of full attention, their gradients too, without the N C^2 MACs of a key projection."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from mmevit.models.layers import MultiheadSelfAttention
+    torch.manual_seed(0)
+    attn = MultiheadSelfAttention(48, 3, qkv_bias=bias).eval()
+    x = torch.randn(2, 50, 48)
+    with torch.no_grad():
+        full = attn(x)
+        for r in (1, 4):
+            assert attn._reassociate(x, r, None)
+            torch.testing.assert_close(attn(x, num_queries=r), full[:, :r], atol=1e-5, rtol=1e-5)
+            res = torch.randn(2, r, 48)
+            torch.testing.assert_close(attn(x, residual=res, num_queries=r), res + full[:, :r],
+                                       atol=1e-5, rtol=1e-5)
+        with FlopCounterMode(display=False) as counter:
+            attn(x, num_queries=1)
+        assert counter.get_total_flops() < 2 * 50 * 48 * 48 / 2  # under half of one key projection's FLOPs
+    assert not attn._reassociate(x, 40, None)  # many queries: projecting keys and values is cheaper
+    assert not attn._reassociate(x, 1, torch.ones(50, 50, dtype=torch.bool))
+    grads = []
+    for rows in (1, None):
+        attn.zero_grad()
+        out = attn.train()(x, num_queries=rows)
+        (out[:, :1] * torch.linspace(-1, 1, 48)).sum().backward()
+        grads.append([p.grad.clone() for p in attn.parameters()])
+    for g, w in zip(*grads):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize('skip', [(2, 3), (4, 5)], ids=['last-computed', 'last-skipped'])
 @pytest.mark.parametrize('fused', [True, False])
 def test_cls_output_computes_only_the_cls_row_of_the_last_block(skip, fused):

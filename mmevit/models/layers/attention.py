@@ -48,9 +48,13 @@ class MultiheadSelfAttention(nn.Module):
 
         ``attn_mask``: boolean (True = attend) or additive float, broadcastable to (B, heads, N, N).
         ``num_queries``: only the first rows attend (keys and values come from every row); the output has
-            those rows only, as has ``residual``. A classifier's last block needs the CLS row alone.
+            those rows only, as has ``residual``. A classifier's last block needs the CLS row alone; for a few
+            rows no key or value is projected at all (``_few_query_attention``).
         """
         B, N, C = x.shape
+        if num_queries is not None and self._reassociate(x, num_queries, attn_mask):
+            x = self._few_query_attention(x, num_queries).transpose(1, 2).reshape(B, num_queries, C)
+            return self._project(x, residual)
         if num_queries is None:
             qkv = linear(x, self.qkv, fused=self.fused_linear)
             q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -73,9 +77,35 @@ class MultiheadSelfAttention(nn.Module):
                     else attn + attn_mask
             attn = self.attn_drop(attn.softmax(dim=-1))
             x = attn @ v
-        x = x.transpose(1, 2).reshape(B, N, C)
+        return self._project(x.transpose(1, 2).reshape(B, N, C), residual)
+
+    def _project(self, x: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
         if residual is None:
             return self.proj_drop(linear(x, self.proj, fused=self.fused_linear))
         if self.training:
             return residual + self.proj_drop(self.proj(x))
         return linear(x, self.proj, residual=residual, fused=self.fused_linear)
+
+    def _reassociate(self, x: torch.Tensor, num_queries: int, attn_mask: Optional[torch.Tensor]) -> bool:
+        """Whether ``_few_query_attention`` serves these queries: fused inference without a mask, when it
+        needs fewer MACs (``r (C + heads N)`` against the ``N C`` of projecting the keys and values)."""
+        N, C = x.shape[1:]
+        return (self.fused_attn and attn_mask is None and not (self.training and self.attn_drop.p)
+                and num_queries * (C + self.num_heads * N) < N * C)
+
+    def _few_query_attention(self, x: torch.Tensor, r: int) -> torch.Tensor:
+        """Attention of the first ``r`` rows of ``x`` (B, heads, r, head_dim) without projecting any key or
+        value. Per head, ``q . (W_k x_j + b_k) = (W_k^T q) . x_j + q . b_k``, where the last term is the same
+        for every key and cancels in the softmax, and ``sum_j a_j (W_v x_j + b_v) = W_v (sum_j a_j x_j) + b_v``
+        since the probabilities ``a`` sum to 1: two (heads r, C) x (C, N) products replace the 2 N C^2 MACs
+        of the key/value projection (a classifier's CLS-only last block at 512^2: 5 M instead of 302 M)."""
+        B, N, C = x.shape
+        H, d = self.num_heads, self.head_dim
+        w, b = self.qkv.weight, self.qkv.bias
+        q = linear_fn(x[:, :r], w[:C], None if b is None else b[:C], fused=self.fused_linear)
+        q = (q * self.scale).reshape(B, r, H, d).transpose(1, 2)                   # (B, H, r, d)
+        qk = (q @ w[C:2 * C].reshape(H, d, C)).reshape(B, H * r, C)               # W_k^T q per head
+        attn = torch.softmax(qk @ x.transpose(1, 2), dim=-1)                      # (B, H r, N)
+        ctx = (attn @ x).reshape(B, H, r, C)                                      # sum_j a_j x_j
+        out = ctx @ w[2 * C:].reshape(H, d, C).transpose(1, 2)                    # (B, H, r, d)
+        return out if b is None else out + b[2 * C:].reshape(H, 1, d)

@@ -16,8 +16,9 @@ Differs from the official code:
   (``param_1..6``) and fails beyond six skipped blocks. ``phi_chain='continue'`` (default) reproduces the
   official chaining for any ``skip_indices``; ``'restart'`` restarts the chain after every computed block.
 - A classifier (``out_type='cls_token'``) computes only the CLS row of its last block in inference (that row's
-  query against every key, the MLP on one row; a skipped last block runs no Phi): the same logits, about 1/12
-  fewer MACs. Training, ``with_cp`` and forward hooks on the last block see the whole block.
+  query against every token, reassociated so that no key or value is projected; the MLP on one row; a skipped
+  last block runs no Phi): the same logits, about 1/12 fewer MACs. Training, ``with_cp`` and forward hooks on
+  the last block see the whole block.
 - Attention via SDPA; dense-prediction outputs (``out_indices``, NCHW maps), position embeddings resized to
   any input size (non-square too, sides not divisible by the patch size are corner-padded), Phi on
   non-square grids.

@@ -80,6 +80,9 @@ def test_compile_networks_picks_the_networks():
         compile_networks(_Segmentor(), ('generator',))
     with pytest.raises(TypeError, match='needs an nn.Module'):
         compile_for_inference(lambda x: x)
+    # torch.compile takes a mode or options, not both: the CPU default options give way to a mode.
+    for kwargs in (dict(mode='max-autotune'), dict(options={'cpp_wrapper': False}), {}):
+        assert is_compiled(compile_for_inference(torch.nn.Linear(2, 2), **kwargs))
 
 
 def test_hook_arguments_and_config_edit():

@@ -362,6 +362,10 @@ def test_demo_config_trains_tests_and_denoises(tmp_path):
     compare = cv2.imread(str(out / '00000_compare.png'))
     assert compare.shape == (64, 3 * 64, 3) and cv2.imread(first['output']).shape == (64, 64, 3)
     assert np.mean([r['psnr_out'] for r in results.values()]) == pytest.approx(metrics['PSNR'], abs=1e-4)
+    fast = load_tool('denoise').main([config, ckpt, str(data / 'val' / 'input' / '00000.png'), '--compile',
+                                      '--out-dir', str(tmp_path / 'compiled')])
+    compiled = cv2.imread(fast[str(data / 'val' / 'input' / '00000.png')]['output']).astype(int)
+    assert np.abs(compiled - cv2.imread(first['output'])).max() <= 1  # float rounding may flip a uint8 step
 
 
 # ---------------------------------------------------------------------------------------------- configs

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Denoise an image (or every image of a folder), or a video, with a restoration config and checkpoint.
 
-    python tools/denoise.py CONFIG CHECKPOINT INPUT [--out-dir DIR] [--gt GT] [--tile N] [--device cpu]
+    python tools/denoise.py CONFIG CHECKPOINT INPUT [--out-dir DIR] [--gt GT] [--tile N] [--device cpu] [--compile]
     python tools/denoise.py VIDEO_CONFIG CHECKPOINT FRAMES_DIR|VIDEO_FILE [--add-noise SIGMA] [--gt GT] ...
 
 CHECKPOINT: an mmevit training checkpoint of CONFIG, or official network weights (e.g. the official Uformer-B
@@ -10,6 +10,8 @@ image, OUT-DIR (default ``denoised/``) gets ``<name>.png`` (the result) and ``<n
 result, and | reference with ``--gt``). ``--gt``: the clean reference image (a folder for a folder INPUT, same
 file names): PSNR/SSIM of the input and of the result are printed (``mmevit.evaluation`` definitions: 8-bit
 RGB). ``--tile N``: restore large images in N x N tiles (overlapping by 32 pixels) to bound memory.
+``--compile``: the network runs compiled with frozen weights (``mmevit.engine.compile_for_inference``, as
+``tools/test.py --compile``): the first image (and each new image size) pays the compilation.
 
 Video models (``VideoDenoiser`` configs, e.g. configs/davis/*.py) take a folder of frames (sorted by name) or a
 video file (``.mp4``, ``.avi``, ... read with OpenCV) and restore the whole sequence in the config's temporal
@@ -50,6 +52,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='video models: INPUT is clean; add Gaussian noise of SIGMA (0-255) and score against it')
     p.add_argument('--seed', type=int, default=0, help='seed of --add-noise')
     p.add_argument('--strip-frames', type=int, default=4, help='video models: frames in the before/after strip')
+    p.add_argument('--compile', action='store_true',
+                   help='compile the network with frozen weights (torch.compile, inductor) before restoring')
     p.add_argument('--trust-checkpoint', action='store_true',
                    help='fully unpickle the checkpoint (arbitrary code execution: only for files you trust)')
     return p.parse_args(argv)
@@ -195,6 +199,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     trust = compat.trust_checkpoints() if args.trust_checkpoint else contextlib.nullcontext()
     with trust:
         model = build_model(args.config, args.checkpoint, args.device, args.tile)
+    if args.compile:
+        from mmevit.engine.inference_compile import compile_networks
+        compile_networks(model)
     os.makedirs(args.out_dir, exist_ok=True)
     if is_video_model(model):
         return main_video(args, model)

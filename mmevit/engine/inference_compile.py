@@ -4,9 +4,9 @@
 ``torch.compile`` (inductor) with *frozen weights* (``torch._inductor.config.freezing``): parameters become
 constants of the graph, so inductor folds them, pre-packs the GEMM weights (MKL / oneDNN) and fuses LayerNorm,
 GELU, the residual adds and the head split/merge copies into a few C++ kernels. Measured on CPU against the
-default eager inference path (``docs/benchmarks.md``): SkipAt-T 224² 1.19x, SkipAt-S 512² 1.11x, Evo-ViT-S
-1.17x, LIT-Ti 1.09x, the SkipAt video denoiser 1.13x, Uformer-T 0.99x; against the official SkipAt code, SkipAt
-T/S/B 224² 1.22x / 1.22x / 1.20x and S 512² 1.39x. Outputs agree with eager within float rounding (tested to
+default eager inference path (``docs/benchmarks.md``): SkipAt-T 224² 1.20x, SkipAt-S 512² 1.11x, Evo-ViT-S
+1.18x, LIT-Ti 1.14x, the SkipAt video denoiser 1.24x, Uformer-T 0.87x; against the official SkipAt code, SkipAt
+T/S/B 224² 1.29x / 1.24x / 1.22x and S 512² 1.45x. Outputs agree with eager within float rounding (tested to
 1e-4).
 
 Freezing applies only to graphs compiled with autograd off, so it never touches training; but a frozen graph

@@ -60,9 +60,8 @@ class MultiheadSelfAttention(nn.Module):
             q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         else:  # keys and values of every row, queries of the first rows only (rows of the fused qkv weight)
             w, b = self.qkv.weight, self.qkv.bias
-            q = linear_fn(x[:, :num_queries], w[:C], None if b is None else b[:C], fused=self.fused_linear)
+            q = self._query_rows(x, num_queries)
             kv = linear_fn(x, w[C:], None if b is None else b[C:], fused=self.fused_linear)
-            q = q.reshape(B, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
             k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             N = num_queries
         if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
@@ -86,6 +85,13 @@ class MultiheadSelfAttention(nn.Module):
             return residual + self.proj_drop(self.proj(x))
         return linear(x, self.proj, residual=residual, fused=self.fused_linear)
 
+    def _query_rows(self, x: torch.Tensor, r: int) -> torch.Tensor:
+        """The queries of the first ``r`` rows (B, heads, r, head_dim), from the q rows of the qkv weight."""
+        C = x.shape[-1]
+        w, b = self.qkv.weight[:C], None if self.qkv.bias is None else self.qkv.bias[:C]
+        q = linear_fn(x[:, :r], w, b, fused=self.fused_linear)
+        return q.reshape(x.shape[0], r, self.num_heads, self.head_dim).transpose(1, 2)
+
     def _reassociate(self, x: torch.Tensor, num_queries: int, attn_mask: Optional[torch.Tensor]) -> bool:
         """Whether ``_few_query_attention`` serves these queries: fused inference without a mask, when it
         needs fewer MACs (``r (C + heads N)`` against the ``N C`` of projecting the keys and values)."""
@@ -102,8 +108,7 @@ class MultiheadSelfAttention(nn.Module):
         B, N, C = x.shape
         H, d = self.num_heads, self.head_dim
         w, b = self.qkv.weight, self.qkv.bias
-        q = linear_fn(x[:, :r], w[:C], None if b is None else b[:C], fused=self.fused_linear)
-        q = (q * self.scale).reshape(B, r, H, d).transpose(1, 2)                   # (B, H, r, d)
+        q = self._query_rows(x, r) * self.scale                                  # (B, H, r, d)
         qk = (q @ w[C:2 * C].reshape(H, d, C)).reshape(B, H * r, C)               # W_k^T q per head
         attn = torch.softmax(qk @ x.transpose(1, 2), dim=-1)                      # (B, H r, N)
         ctx = (attn @ x).reshape(B, H, r, C)                                      # sum_j a_j x_j
